@@ -1,0 +1,278 @@
+"""Sharpness-Aware Minimization (SAM, Foret et al. 2021) and ASAM (Kwon et al. 2021), plus the one
+training-step helper every tool calls.
+
+`SAM` keeps the interface of the reference implementation (davda54/sam):
+`SAM(params, base_optimizer_cls, rho=0.05, adaptive=False, **base_kwargs)` with `first_step`,
+`second_step`, `step(closure)`; the base optimizer is built on SAM's own param groups, so `rho` and
+`adaptive` may differ per group and an LR scheduler attached to SAM drives the base optimizer.
+
+Unlike the reference it keeps one persistent buffer of saved weights (allocated once, reused every
+step, fused `_foreach` ops) instead of cloning every weight each step, restores every parameter it
+perturbed even if that parameter has no gradient in the second pass, and never touches a parameter
+that got no gradient in the first pass.
+
+`OptimizationStep` puts around any optimizer (SAM or not) what a training loop needs: autocast,
+fp16 GradScaler (each pass unscaled exactly once, an inf in either pass skips the whole step),
+gradient accumulation over micro-batches, BatchNorm running statistics updated in the first pass
+only, DDP synchronisation (both passes all-reduced by default, or per-replica perturbation), and
+gradient clipping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from shared.amp import AmpPolicy
+
+EPS = 1e-12
+
+
+class SAM(torch.optim.Optimizer):
+    def __init__(self, params, base_optimizer_cls: type[torch.optim.Optimizer], rho: float = 0.05,
+                 adaptive: bool = False, **base_kwargs: Any):
+        if rho < 0.0:
+            raise ValueError(f"SAM rho must be non-negative, got {rho}")
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, **base_kwargs))
+        self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
+        self.param_groups = self.base_optimizer.param_groups  # shared dicts: one lr, one schedule
+        self.defaults.update(self.base_optimizer.defaults)
+        self._perturbed: list[Tensor] = []
+
+    # --- the two halves of the update -------------------------------------------------------
+    @torch.no_grad()
+    def grad_norm(self) -> Tensor:
+        """‖g‖ (SAM) or ‖|w|·g‖ (ASAM groups), global over all groups, as a 0-d tensor."""
+        norms: list[Tensor] = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["adaptive"]:
+                grads = torch._foreach_mul(grads, torch._foreach_abs(params))
+            norms.extend(torch._foreach_norm(grads))
+        if not norms:
+            return torch.zeros(())
+        device = norms[0].device
+        return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+
+    @torch.no_grad()
+    def perturb_weights(self, grad_norm: Tensor | float | None = None) -> None:
+        """w ← w + e(w), e = rho·g/‖g‖ (SAM) or rho·w²·g/‖|w|·g‖ (ASAM); the old w is saved."""
+        if self._perturbed:
+            raise RuntimeError("SAM.perturb_weights called twice without restore_weights")
+        norm = float(self.grad_norm() if grad_norm is None else grad_norm)
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            saved = [self._saved_weight(p) for p in params]
+            torch._foreach_copy_(saved, params)
+            grads = [p.grad for p in params]
+            scale = group["rho"] / (norm + EPS)
+            if group["adaptive"]:
+                e_w = torch._foreach_mul(params, params)
+                torch._foreach_mul_(e_w, grads)
+                torch._foreach_add_(params, e_w, alpha=scale)
+            else:
+                torch._foreach_add_(params, grads, alpha=scale)
+            self._perturbed.extend(params)
+
+    @torch.no_grad()
+    def restore_weights(self) -> None:
+        """Put back the weights saved by `perturb_weights` (exactly, not by subtracting e)."""
+        if self._perturbed:
+            torch._foreach_copy_(self._perturbed, [self.state[p]["saved_weight"] for p in self._perturbed])
+        self._perturbed = []
+
+    def _saved_weight(self, p: Tensor) -> Tensor:
+        state = self.state[p]
+        if "saved_weight" not in state:
+            state["saved_weight"] = torch.empty_like(p, memory_format=torch.preserve_format)
+        return state["saved_weight"]
+
+    @property
+    def is_perturbed(self) -> bool:
+        return bool(self._perturbed)
+
+    # --- reference-compatible interface ---------------------------------------------------
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        self.perturb_weights()
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        self.restore_weights()
+        self.base_optimizer.step()
+        self._opt_called = True  # tells LR schedulers attached to SAM that a real step happened
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> None:
+        if closure is None:
+            raise ValueError("SAM.step needs a closure that recomputes the loss and calls backward()")
+        closure = torch.enable_grad()(closure)
+        self.first_step(zero_grad=True)
+        closure()
+        self.second_step()
+
+    # --- state: the base optimizer's state and groups (rho/adaptive live in the groups) ------
+    def state_dict(self) -> dict[str, Any]:
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups  # load_state_dict made new dicts
+
+
+# -------------------------------------------------------------------------------------------------
+# The training step
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean first-pass loss over the micro-batches
+    skipped: bool  # True when an inf/nan gradient made the step a no-op
+    grad_norm: float | None  # norm of the gradient that was applied (after unscaling, before clipping)
+    aux: list[Any] = field(default_factory=list)  # what loss_fn returned besides the loss, per micro-batch
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with batch statistics but leave running stats untouched.
+
+    momentum 0 keeps running_mean/var as they are; `bn.eval()` instead would switch to running
+    statistics and gives NaN early in training (davda54/sam #30).
+    """
+    saved = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            saved.append((module, module.momentum, module.num_batches_tracked.clone()))
+            module.momentum = 0.0
+    try:
+        yield
+    finally:
+        for module, momentum, count in saved:
+            module.momentum = momentum
+            module.num_batches_tracked.copy_(count)
+
+
+class OptimizationStep:
+    """One optimizer update from a group of micro-batches, for SAM and plain optimizers alike.
+
+    `loss_fn(micro_batch)` runs the forward pass and returns the mean loss over that micro-batch,
+    or `(loss, aux)`. With k micro-batches the gradient is that of the mean of their losses, which
+    equals one step on their concatenation when they are equally sized.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, amp: AmpPolicy | None = None,
+                 max_grad_norm: float | None = None, per_replica_perturbation: bool = False):
+        self.model = model
+        self.optimizer = optimizer
+        self.amp = amp or AmpPolicy("cpu", None)
+        self.max_grad_norm = max_grad_norm
+        self.per_replica_perturbation = per_replica_perturbation
+        self.scaler = self.amp.make_scaler()
+        self.is_sam = isinstance(optimizer, SAM)
+
+    def step(self, loss_fn: Callable[[Any], Tensor | tuple[Tensor, Any]],
+             micro_batches: Sequence[Any]) -> StepResult:
+        if not micro_batches:
+            raise ValueError("OptimizationStep.step needs at least one micro-batch")
+        self.optimizer.zero_grad(set_to_none=True)
+        sync_first_pass = not (self.is_sam and self.per_replica_perturbation)
+        loss, aux = self._forward_backward(loss_fn, micro_batches, sync=sync_first_pass)
+        if not self.is_sam:
+            skipped, norm = self._apply_update(self.optimizer)
+            return StepResult(loss, skipped, norm, aux)
+
+        # SAM: gradient at w, ascend to w + e, gradient there, update w with it.
+        if self.scaler is not None:
+            self._unscale_manually()  # scaler.unscale_ is kept for the second pass (once per update)
+        ascent_norm = self.optimizer.grad_norm()
+        if not math.isfinite(float(ascent_norm)):
+            self._skip_step()
+            return StepResult(loss, True, None, aux)
+        self.optimizer.perturb_weights(ascent_norm)
+        self.optimizer.zero_grad(set_to_none=True)
+        with frozen_batchnorm_stats(self.model):
+            self._forward_backward(loss_fn, micro_batches, sync=True)
+        self.optimizer.restore_weights()
+        skipped, norm = self._apply_update(self.optimizer.base_optimizer)
+        self.optimizer._opt_called = True
+        return StepResult(loss, skipped, norm, aux)
+
+    # --- pieces --------------------------------------------------------------------------------
+    def _forward_backward(self, loss_fn, micro_batches, sync: bool) -> tuple[float, list[Any]]:
+        k = len(micro_batches)
+        total = torch.zeros(())
+        aux_per_batch = []
+        for i, micro_batch in enumerate(micro_batches):
+            all_reduce_now = sync and i == k - 1
+            with self._no_sync_unless(all_reduce_now):
+                with self.amp.autocast():
+                    out = loss_fn(micro_batch)
+                loss, aux = out if isinstance(out, tuple) else (out, None)
+                scaled = loss.float() / k
+                if self.scaler is not None:
+                    scaled = self.scaler.scale(scaled)
+                scaled.backward()
+            total = total + loss.detach().float().cpu()
+            aux_per_batch.append(aux)
+        return float(total) / k, aux_per_batch
+
+    def _no_sync_unless(self, all_reduce: bool) -> contextlib.AbstractContextManager:
+        if all_reduce or not hasattr(self.model, "no_sync"):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def _params_with_grad(self) -> list[Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+    @torch.no_grad()
+    def _unscale_manually(self) -> None:
+        grads = [p.grad for p in self._params_with_grad()]
+        if grads:
+            torch._foreach_mul_(grads, 1.0 / self.scaler.get_scale())
+
+    def _skip_step(self) -> None:
+        """An inf/nan in the first pass: no ascent, no update; fp16 backs its scale off."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.update(new_scale=self.scaler.get_scale() * self.scaler.get_backoff_factor())
+
+    def _apply_update(self, optimizer: torch.optim.Optimizer) -> tuple[bool, float | None]:
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        params = self._params_with_grad()
+        if not params:
+            return True, None
+        if self.max_grad_norm is not None:
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
+        else:
+            norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+        finite = math.isfinite(norm)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)  # skips by itself on inf
+            self.scaler.update()
+        elif finite:
+            optimizer.step()
+        return not finite, norm if finite else None
+
+    # --- checkpoint state -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
