@@ -1,0 +1,23 @@
+import torch
+
+from shared.memory import MemoryMonitor, format_system_report, system_report
+
+
+def test_system_report_has_the_essentials():
+    report = system_report()
+    assert report["cpu_count"] >= 1 and report["ram_total_gb"] > 0 and report["disk_free_gb"] > 0
+    assert report["packages"]["torch"] == torch.__version__.split("+")[0] or report["packages"]["torch"]
+    assert report["cuda_available"] == torch.cuda.is_available()
+    text = format_system_report(report)
+    assert "CPU cores" in text and "torch" in text
+
+
+def test_cpu_monitor_sees_a_peak_and_resets():
+    monitor = MemoryMonitor("cpu")
+    monitor.reset_peak()
+    baseline = monitor.peak()["peak_rss_mb"]
+    block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MB, touched
+    assert monitor.peak()["peak_rss_mb"] - baseline > 48
+    del block
+    monitor.reset_peak()
+    assert monitor.peak()["peak_rss_mb"] < baseline + 32
