@@ -149,7 +149,7 @@ def test_fp16_grad_scaler_matches_fp32_and_skips_inf():
         scale = fp16.scaler.get_scale()
         calls = {"n": 0}
 
-        def loss_with_inf(b, inf_in_pass=inf_in_pass):
+        def loss_with_inf(b, inf_in_pass=inf_in_pass, calls=calls):
             calls["n"] += 1
             loss = mse(fp16_model, b)
             return loss * float("inf") if calls["n"] == inf_in_pass else loss
