@@ -49,41 +49,54 @@ class SAM(torch.optim.Optimizer):
     @torch.no_grad()
     def grad_norm(self) -> Tensor:
         """‖g‖ (SAM) or ‖|w|·g‖ (ASAM groups), global over all groups, as a 0-d tensor."""
+        return self._ascent_terms()[0]
+
+    def _ascent_terms(self) -> tuple[Tensor, dict[int, list[Tensor]]]:
+        """The global norm and, for ASAM groups, the products w·g (reused for e = w·(w·g)·scale;
+        ‖|w|·g‖ = ‖w·g‖, so no abs is needed)."""
         norms: list[Tensor] = []
-        for group in self.param_groups:
+        products: dict[int, list[Tensor]] = {}
+        for index, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             grads = [p.grad for p in params]
             if group["adaptive"]:
-                grads = torch._foreach_mul(grads, torch._foreach_abs(params))
+                products[index] = torch._foreach_mul(grads, params)
+                grads = products[index]
             norms.extend(torch._foreach_norm(grads))
         if not norms:
-            return torch.zeros(())
+            return torch.zeros(()), products
         device = norms[0].device
-        return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+        return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms])), products
 
     @torch.no_grad()
-    def perturb_weights(self, grad_norm: Tensor | float | None = None) -> None:
-        """w ← w + e(w), e = rho·g/‖g‖ (SAM) or rho·w²·g/‖|w|·g‖ (ASAM); the old w is saved."""
+    def perturb_weights(self) -> float:
+        """w ← w + e(w), e = rho·g/‖g‖ (SAM) or rho·w²·g/‖|w|·g‖ (ASAM); the old w is saved.
+
+        Returns the norm. A non-finite norm (inf/nan gradient) leaves the weights untouched.
+        """
         if self._perturbed:
             raise RuntimeError("SAM.perturb_weights called twice without restore_weights")
-        norm = float(self.grad_norm() if grad_norm is None else grad_norm)
-        for group in self.param_groups:
+        norm_tensor, products = self._ascent_terms()
+        norm = float(norm_tensor)
+        if not math.isfinite(norm):
+            return norm
+        for index, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             saved = [self._saved_weight(p) for p in params]
             torch._foreach_copy_(saved, params)
-            grads = [p.grad for p in params]
             scale = group["rho"] / (norm + EPS)
             if group["adaptive"]:
-                e_w = torch._foreach_mul(params, params)
-                torch._foreach_mul_(e_w, grads)
+                e_w = products[index]
+                torch._foreach_mul_(e_w, params)
                 torch._foreach_add_(params, e_w, alpha=scale)
             else:
-                torch._foreach_add_(params, grads, alpha=scale)
+                torch._foreach_add_(params, [p.grad for p in params], alpha=scale)
             self._perturbed.extend(params)
+        return norm
 
     @torch.no_grad()
     def restore_weights(self) -> None:
@@ -105,7 +118,9 @@ class SAM(torch.optim.Optimizer):
     # --- reference-compatible interface ---------------------------------------------------
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
-        self.perturb_weights()
+        norm = self.perturb_weights()
+        if not math.isfinite(norm):
+            raise FloatingPointError(f"SAM.first_step: gradient norm is {norm}")
         if zero_grad:
             self.zero_grad()
 
@@ -199,11 +214,10 @@ class OptimizationStep:
         # SAM: gradient at w, ascend to w + e, gradient there, update w with it.
         if self.scaler is not None:
             self._unscale_manually()  # scaler.unscale_ is kept for the second pass (once per update)
-        ascent_norm = self.optimizer.grad_norm()
-        if not math.isfinite(float(ascent_norm)):
+        ascent_norm = self.optimizer.perturb_weights()
+        if not math.isfinite(ascent_norm):
             self._skip_step()
             return StepResult(loss, True, None, aux)
-        self.optimizer.perturb_weights(ascent_norm)
         self.optimizer.zero_grad(set_to_none=True)
         with frozen_batchnorm_stats(self.model):
             self._forward_backward(loss_fn, micro_batches, sync=True)

@@ -1,0 +1,113 @@
+"""Benchmark of the SAM step against its floor, measured in one process on a fixed CPU model.
+
+    time(SAM step) / (time(AdamW step) + time(one more forward-backward))
+
+The two-pass floor is 1.0. For comparison the same ratio is measured for a clone-per-step
+implementation in the style of the reference (new copies of every weight each step). Memory:
+bytes per parameter that SAM / ASAM keep over their base optimizer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from shared.optim import build_optimizer
+from shared.sam import SAM, OptimizationStep
+
+WIDTH, DEPTH, BATCH = 512, 4, 64
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(DEPTH):
+        layers += [nn.Linear(WIDTH, WIDTH), nn.LayerNorm(WIDTH), nn.GELU()]
+    return nn.Sequential(*layers, nn.Linear(WIDTH, 10))
+
+
+def _time_per_call(fn: Callable[[], None], repeats: int = 20, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(3):  # best of three rounds: robust to a busy machine
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best
+
+
+class _CloneEachStepSAM:
+    """The reference's memory pattern: `old_p = p.data.clone()` for every weight every step."""
+
+    def __init__(self, model: nn.Module, rho: float = 0.05):
+        self.params = [p for p in model.parameters()]
+        self.base = torch.optim.AdamW(self.params, lr=1e-3, weight_decay=0.01)
+        self.rho = rho
+
+    def step(self, loss_fn: Callable[[], torch.Tensor]) -> None:
+        self.base.zero_grad()
+        loss_fn().backward()
+        with torch.no_grad():
+            norm = torch.norm(torch.stack([p.grad.norm(2) for p in self.params]), 2)
+            old = [p.data.clone() for p in self.params]
+            for p in self.params:
+                p.add_(p.grad * (self.rho / (norm + 1e-12)))
+        self.base.zero_grad()
+        loss_fn().backward()
+        with torch.no_grad():
+            for p, o in zip(self.params, old):
+                p.data = o
+        self.base.step()
+
+
+def run_bench() -> list[dict]:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    x, y = torch.randn(BATCH, WIDTH), torch.randint(0, 10, (BATCH,))
+    rows = []
+
+    def timed(optimizer_name: str, adaptive: bool = False) -> float:
+        model = _model()
+        optimizer = build_optimizer(optimizer_name, model, 1e-3, 0.01, sam_adaptive=adaptive,
+                                    sam_rho=1.0 if adaptive else 0.05)
+        stepper = OptimizationStep(model, optimizer)
+        batch = [(x, y)]
+        return _time_per_call(lambda: stepper.step(lambda b: nn.functional.cross_entropy(model(b[0]), b[1]), batch))
+
+    model = _model()
+
+    def forward_backward() -> None:
+        model.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+
+    t_fb = _time_per_call(forward_backward)
+    t_adamw = timed("adamw")
+    floor = t_adamw + t_fb
+    t_sam, t_asam = timed("sam"), timed("sam", adaptive=True)
+    reference_model = _model()
+    reference = _CloneEachStepSAM(reference_model)
+    t_reference = _time_per_call(lambda: reference.step(
+        lambda: nn.functional.cross_entropy(reference_model(x), y)))
+    note = f"MLP {DEPTH}x{WIDTH}, batch {BATCH}, CPU; floor = AdamW step + one forward-backward"
+    rows.append({"name": "shared.sam: SAM step / floor", "value": t_sam / floor, "unit": "ratio", "note": note})
+    rows.append({"name": "shared.sam: ASAM step / floor", "value": t_asam / floor, "unit": "ratio", "note": note})
+    rows.append({"name": "shared.sam: clone-per-step SAM (reference style) / floor", "value": t_reference / floor,
+                 "unit": "ratio", "note": "same model, same process"})
+
+    for adaptive in (False, True):
+        model = _model()
+        optimizer = build_optimizer("sam", model, 1e-3, 0.01, sam_adaptive=adaptive)
+        OptimizationStep(model, optimizer).step(lambda b, m=model: nn.functional.cross_entropy(m(b[0]), b[1]),
+                                                [(x, y)])
+        assert isinstance(optimizer, SAM)
+        n_params = sum(p.numel() for p in model.parameters())
+        extra = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
+                    if torch.is_tensor(t))
+        rows.append({"name": f"shared.sam: {'ASAM' if adaptive else 'SAM'} extra optimizer memory over base",
+                     "value": extra / n_params, "unit": "bytes/param",
+                     "note": "persistent; the reference keeps one full fp32 copy (4 bytes/param)"})
+    return rows

@@ -1,0 +1,41 @@
+"""The umbrella command: doctor, demo summary merging, make-data/bench argument checks."""
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from projects.cli import app, format_table, resolve_tool, update_summary
+
+
+def test_doctor_reports_the_system():
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "CPU cores" in result.output and "Packages: torch" in result.output
+
+
+def test_summary_rows_are_merged_not_replaced(tmp_path):
+    path = tmp_path / "summary.json"
+    row = {"dataset": "d", "metric": "m", "value": 0.9, "baseline": 0.5, "output_dir": "o"}
+    update_summary(path, {"a": row})
+    update_summary(path, {"b": {**row, "value": 0.7}})
+    update_summary(path, {"a": {**row, "value": 0.8}})
+    summary = json.loads(path.read_text())
+    assert summary["a"]["value"] == 0.8 and summary["b"]["value"] == 0.7
+    table = format_table(summary)
+    assert "0.800" in table and "0.700" in table and table.splitlines()[0].startswith("tool")
+
+
+def test_shared_demo_writes_its_row(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "shared", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "summary.json").read_text())["shared"]
+    assert row["value"] > 0.7 and row["baseline"] == 0.5
+    assert set(row) >= {"metric", "value", "baseline", "output_dir"}
+
+
+def test_unknown_tool_is_rejected_with_the_choices():
+    assert resolve_tool("finetune") == "sam_finetune"
+    with pytest.raises(typer.BadParameter, match="unknown tool 'nope'.*sam_med3d_ich"):
+        resolve_tool("nope")
