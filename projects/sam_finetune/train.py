@@ -1,0 +1,267 @@
+"""Fine-tune Segment Anything (full, adapter or LoRA) on prompted segmentation data.
+
+    python train.py --config config.yaml [--resume outputs/.../checkpoint_epoch_10.pth]
+    torchrun --nproc_per_node 2 train.py --config config.yaml
+
+Writes to <output.output_dir>/<output.experiment_name>/: config.json, metrics.jsonl, runs/
+(TensorBoard), latest_model.pth and checkpoint_epoch_N.pth (resumable), best_model.pth (best
+validation IoU, with its config), best_model_sam.pth (stock SAM state dict), best_model_adapter.pth
+or best_model_lora.pth (strategy-only weights), training_summary_<timestamp>.json, curve PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+from tqdm import tqdm
+
+from projects.sam_finetune.config import ConfigError, FinetuneConfig, load_config
+from projects.sam_finetune.data_sources import DataError
+from projects.sam_finetune.dataset import PromptedSegmentationDataset, collate_prompted
+from projects.sam_finetune.engine import EmbeddingCache, batch_loss, evaluate, mean_metrics
+from projects.sam_finetune.losses import SamFinetuneLoss
+from projects.sam_finetune.modeling.prompted_sam import PromptedSam
+from projects.sam_finetune.modeling.strategies import (
+    FinetunedSam,
+    build_finetuned_sam,
+    describe_trainable,
+    stock_sam_state_dict,
+    strategy_weights,
+)
+from shared.amp import AmpPolicy
+from shared.checkpoint import (
+    CheckpointError,
+    capture_training_state,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
+from shared.distributed import (
+    barrier,
+    cleanup_distributed,
+    make_dataloader,
+    set_loader_epoch,
+    setup_distributed,
+    wrap_model_ddp,
+)
+from shared.memory import MemoryMonitor
+from shared.optim import build_optimizer, build_scheduler, resolve_lr_and_weight_decay
+from shared.sam import OptimizationStep
+from shared.seeding import seed_everything
+from shared.tracking import RunTracker, create_run_dir
+
+log = logging.getLogger("sam_finetune.train")
+
+ADAMW_DEFAULT_LR, ADAMW_DEFAULT_WD = 1e-4, 0.01
+NUM_OVERLAYS = 4  # validation overlay pictures logged per epoch
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Fine-tune Segment Anything.")
+    parser.add_argument("--config", required=True, help="YAML config (see config.yaml)")
+    parser.add_argument("--resume", default=None, help="latest_model.pth or checkpoint_epoch_N.pth to continue")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: CUDA when available")
+    return parser.parse_args(argv)
+
+
+def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's evaluation rows, on every rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return rows
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, rows)
+    return [row for part in gathered for row in part]
+
+
+def shared_run_dir(cfg: FinetuneConfig, resume: str | None, is_main: bool) -> Path:
+    """The run folder, chosen on rank 0 and broadcast: a resumed run continues in its own folder."""
+    if resume is not None:
+        return Path(resume).resolve().parent
+    chosen = [str(create_run_dir(cfg.output.output_dir, cfg.output.experiment_name))] if is_main else [None]
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast_object_list(chosen, src=0)
+    return Path(chosen[0])
+
+
+def save_best(run_dir: Path, model: FinetunedSam, cfg: FinetuneConfig, epoch: int, val_iou: float) -> None:
+    save_checkpoint(run_dir / "best_model.pth", {
+        "model_state_dict": model.sam.state_dict(), "config": cfg.to_dict(), "strategy": model.strategy,
+        "model_type": model.model_type, "epoch": epoch, "val_iou": val_iou,
+    })
+    save_checkpoint(run_dir / "best_model_sam.pth", stock_sam_state_dict(model))
+    if model.strategy != "full":
+        save_checkpoint(run_dir / f"best_model_{model.strategy}.pth", strategy_weights(model))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config)
+    ctx = setup_distributed(None if args.device == "auto" else args.device)
+    device, t = ctx.device, cfg.training
+    seed_everything(t.seed)
+    run_dir = shared_run_dir(cfg, args.resume, ctx.is_main)
+
+    # --- data --------------------------------------------------------------------------------
+    train_set = PromptedSegmentationDataset(cfg.data, cfg.data.train_split, train=True, seed=t.seed)
+    val_set = PromptedSegmentationDataset(cfg.data, cfg.data.val_split, train=False, seed=t.seed)
+    train_loader = make_dataloader(train_set, cfg.data.batch_size, shuffle=True, seed=t.seed,
+                                   num_workers=cfg.data.num_workers, collate_fn=collate_prompted)
+    val_loader = make_dataloader(val_set, cfg.data.batch_size, shuffle=False, seed=t.seed,
+                                 num_workers=cfg.data.num_workers, collate_fn=collate_prompted)
+
+    # --- model, optimizer, schedule -------------------------------------------------------------
+    finetuned = build_finetuned_sam(cfg)
+    model = PromptedSam(finetuned.sam).to(device)
+    trainable = describe_trainable(finetuned)
+    ddp_model = wrap_model_ddp(model, ctx, find_unused_parameters=cfg.device.find_unused_parameters)
+    opt = t.optimizer
+    lr, weight_decay = resolve_lr_and_weight_decay(opt.type, "adamw", t.learning_rate, t.weight_decay,
+                                                   ADAMW_DEFAULT_LR, ADAMW_DEFAULT_WD)
+    optimizer = build_optimizer(opt.type, model, lr, weight_decay, sam_base="adamw", sam_rho=opt.sam_rho,
+                                betas=tuple(opt.betas) if opt.betas else None)
+    steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
+    scheduler = build_scheduler(optimizer, t.lr_scheduler.type, total_steps=steps_per_epoch * t.num_epochs,
+                                warmup_steps=round(t.warmup_epochs * steps_per_epoch), min_lr=t.lr_scheduler.min_lr)
+    amp = AmpPolicy.create(device, enabled=cfg.device.use_amp)
+    stepper = OptimizationStep(ddp_model, optimizer, amp, max_grad_norm=t.max_grad_norm)
+    loss_fn = SamFinetuneLoss(cfg.loss)
+
+    # A frozen encoder gives each image the same embedding every epoch: compute it once.
+    encoder_frozen = not finetuned.encoder_trainable
+    train_cache = EmbeddingCache() if encoder_frozen and train_set.pixels_fixed else None
+    val_cache = EmbeddingCache() if encoder_frozen else None
+    if not encoder_frozen:
+        cache_note = "off: the image encoder trains"
+    elif train_cache is None:
+        cache_note = "bypassed for training: augmentation changes pixels every epoch (validation cached)"
+    else:
+        cache_note = "on: embeddings computed once, later epochs run only prompt encoder + decoder"
+    log.info("embedding cache %s", cache_note)
+    parts = ", ".join(f"{part} {trainable[f'trainable_{part}']:,}"
+                      for part in ("image_encoder", "prompt_encoder", "mask_decoder"))
+    log.info("strategy %s: %s of %s parameters train (%s); %s", finetuned.strategy,
+             f"{trainable['trainable_parameters']:,}", f"{trainable['total_parameters']:,}", parts, amp.describe())
+
+    start_epoch, step, best_iou = 0, 0, -1.0
+    if args.resume:
+        payload = load_checkpoint(args.resume)
+        stored = ((payload.get("extra") or {}) if isinstance(payload, dict) else {}).get("config", {})
+        current = cfg.to_dict()
+        for section in ("model", "finetuning"):  # the base weights' path may move; the architecture may not
+            ignored = {"checkpoint"}
+            if {k: v for k, v in stored.get(section, {}).items() if k not in ignored} != \
+                    {k: v for k, v in current[section].items() if k not in ignored}:
+                raise CheckpointError(f"{args.resume}: was trained with a different `{section}` section than {args.config}")
+        try:
+            state = restore_training_state(payload, model=model, optimizer=optimizer, scheduler=scheduler,
+                                           stepper=stepper)
+        except CheckpointError as error:
+            raise CheckpointError(f"{args.resume}: {error}") from None
+        start_epoch, step, best_iou = state["epoch"] + 1, state["step"], state["best_metric"]
+        log.info("resumed from %s at epoch %d (best val IoU %.4f)", args.resume, start_epoch, best_iou)
+
+    tracker = RunTracker(run_dir, {**cfg.to_dict(), "resolved": {"learning_rate": lr, "weight_decay": weight_decay,
+                                                                   "amp": amp.describe(), "world_size": ctx.world_size}},
+                         use_tensorboard=True, enabled=ctx.is_main)
+    memory = MemoryMonitor(device)
+    skipped_at_load = 0
+    started = time.time()
+
+    # --- the loop ------------------------------------------------------------------------------
+    for epoch in range(start_epoch, t.num_epochs):
+        model.train()
+        memory.reset_peak()
+        train_set.set_epoch(epoch)
+        set_loader_epoch(train_loader, epoch)
+        train_loader.generator.manual_seed(t.seed + epoch)  # same order per epoch, resumed or not
+        epoch_losses, epoch_ious = [], []
+        progress = tqdm(total=len(train_loader), desc=f"epoch {epoch}", disable=not ctx.is_main, leave=False)
+        micro_batches: list[dict[str, Any]] = []
+        for batch_number, batch in enumerate(train_loader):
+            progress.update(1)
+            skipped_at_load += len(batch["errors"])
+            if len(batch["images"]):
+                micro_batches.append(batch)
+            group_ready = len(micro_batches) == t.gradient_accumulation_steps
+            last = batch_number == len(train_loader) - 1
+            if not micro_batches or not (group_ready or last):
+                continue
+            result = stepper.step(lambda b: batch_loss(ddp_model, b, loss_fn, device, train_cache), micro_batches)
+            micro_batches = []
+            scheduler.step_iteration()
+            step += 1
+            if result.skipped:
+                log.warning("step %d skipped: non-finite gradient", step)
+            epoch_losses.append(result.loss)
+            epoch_ious.extend(aux["train_iou"] for aux in result.aux)
+            lr_now = optimizer.param_groups[0]["lr"]
+            progress.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr_now:.2e}")
+            tracker.log({"train/loss": result.loss, "train/segmentation_loss": result.aux[0]["segmentation_loss"],
+                         "train/iou_loss": result.aux[0]["iou_loss"], "lr": lr_now}, step=step)
+        progress.close()
+        scheduler.step_epoch()
+
+        rows, val_loss, overlays = evaluate(ddp_model, val_loader, loss_fn, device, amp, val_cache,
+                                            cfg.data.normalization, num_overlays=NUM_OVERLAYS if ctx.is_main else 0)
+        val = mean_metrics(gather_rows(rows))
+        train_loss = sum(epoch_losses) / max(len(epoch_losses), 1)
+        train_iou = sum(epoch_ious) / max(len(epoch_ious), 1)
+        metrics = {"epoch": epoch, "train/epoch_loss": train_loss, "train/iou": train_iou,
+                   **{f"val/{k}": v for k, v in val.items()}, **{f"val/{k}": v for k, v in val_loss.items()},
+                   **{f"memory/{k}": v for k, v in memory.peak().items()}}
+        tracker.log(metrics, step=step)
+        tracker.log_images("val_overlays", overlays, step=step)
+        if ctx.is_main:
+            print(f"epoch {epoch}: train_loss {train_loss:.4f} train_iou {train_iou:.4f} val_iou {val['iou']:.4f} "
+                  f"val_dice {val['dice']:.4f} val_pixel_acc {val['pixel_accuracy']:.4f} "
+                  f"val_boundary_f1 {val['boundary_f1']:.4f} lr {optimizer.param_groups[0]['lr']:.2e}", flush=True)
+
+        improved = val["iou"] > best_iou
+        best_iou = max(best_iou, val["iou"])
+        if ctx.is_main:
+            if improved:
+                save_best(run_dir, finetuned, cfg, epoch, val["iou"])
+            state = capture_training_state(model=model, optimizer=optimizer, scheduler=scheduler, stepper=stepper,
+                                           epoch=epoch, step=step, best_metric=best_iou,
+                                           extra={"config": cfg.to_dict()})
+            save_checkpoint(run_dir / "latest_model.pth", state)
+            if t.checkpoint_every and (epoch + 1) % t.checkpoint_every == 0:
+                save_checkpoint(run_dir / f"checkpoint_epoch_{epoch + 1}.pth", state)
+        barrier()
+
+    summary = {
+        "run_dir": str(run_dir), "strategy": finetuned.strategy, "model_type": finetuned.model_type,
+        "best_val_iou": best_iou, "epochs": t.num_epochs, "steps": step, "seconds": time.time() - started,
+        **trainable, "embedding_cache": cache_note,
+        "embedding_cache_hits": train_cache.hits if train_cache else 0,
+        "embedding_cache_misses": train_cache.misses if train_cache else 0,
+        "skipped_train_samples": len(train_set.skipped), "skipped_val_samples": len(val_set.skipped),
+        "skipped_by_reason": {"train": train_set.index.skipped_counts, "val": val_set.index.skipped_counts},
+        "skipped_at_load": skipped_at_load,
+    }
+    tracker.write_summary(summary)
+    tracker.finish()
+    cleanup_distributed()
+    return summary
+
+
+def cli() -> int:
+    try:
+        main()
+    except (ConfigError, DataError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

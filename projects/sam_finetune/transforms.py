@@ -1,0 +1,75 @@
+"""Geometry and pixel transforms between an image file and the SAM input frame.
+
+SAM takes a square `S x S` input: the image resized so its longest side is `S` (aspect ratio kept),
+then zero-padded at the bottom and right. Boxes and points follow the same scaling. We resize with
+OpenCV on single images instead of `ResizeLongestSide.apply_image_torch`, which in
+segment-anything 1.0 computes the target size from the batch and channel dimensions of a batch.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def longest_side_shape(height: int, width: int, target: int) -> tuple[int, int]:
+    """(h, w) after scaling the longest side to `target`, rounded like segment-anything does."""
+    scale = target / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_longest_side(array: np.ndarray, target: int, is_mask: bool = False) -> np.ndarray:
+    """Resize HxW[xC] so its longest side is `target`; masks use nearest neighbour."""
+    new_h, new_w = longest_side_shape(array.shape[0], array.shape[1], target)
+    interpolation = cv2.INTER_NEAREST if is_mask else cv2.INTER_LINEAR
+    return cv2.resize(array, (new_w, new_h), interpolation=interpolation)
+
+
+def pad_to_square(array: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad HxW[xC] at the bottom and right to size x size."""
+    pad_h, pad_w = size - array.shape[0], size - array.shape[1]
+    if pad_h < 0 or pad_w < 0:
+        raise ValueError(f"cannot pad an array of shape {array.shape[:2]} to {size}")
+    padding = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, padding)
+
+
+def scale_coords(coords: np.ndarray, original_hw: tuple[int, int], target: int) -> np.ndarray:
+    """Map (..., 2) x/y coordinates (or (..., 4) boxes) from the original image to the input frame."""
+    new_h, new_w = longest_side_shape(*original_hw, target)
+    scale = np.array([new_w / original_hw[1], new_h / original_hw[0]], dtype=np.float32)
+    flat = coords.reshape(-1, 2).astype(np.float32) * scale
+    return flat.reshape(coords.shape)
+
+
+def normalize_image(image: np.ndarray, mode: str) -> np.ndarray:
+    """HxWx3 pixels in [0, 255] -> float32 at the encoder's input scale.
+
+    "sam": SAM's ImageNet mean/std; "zero_one": pixels / 255, as MedSAM checkpoints expect.
+    Normalise before `pad_to_square` so the padding is exactly zero, as in `Sam.preprocess`.
+    """
+    image = image.astype(np.float32)
+    if mode == "zero_one":
+        return image / 255.0
+    if mode == "sam":
+        return (image - np.array(SAM_PIXEL_MEAN, np.float32)) / np.array(SAM_PIXEL_STD, np.float32)
+    raise ValueError(f"unknown normalization {mode!r} (expected 'sam' or 'zero_one')")
+
+
+def denormalize_image(image: torch.Tensor, mode: str) -> np.ndarray:
+    """(3, H, W) normalised tensor -> HxWx3 uint8, for pictures of the input."""
+    pixels = image.detach().float().cpu().permute(1, 2, 0).numpy()
+    if mode == "zero_one":
+        pixels = pixels * 255.0
+    else:
+        pixels = pixels * np.array(SAM_PIXEL_STD, np.float32) + np.array(SAM_PIXEL_MEAN, np.float32)
+    return np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 float array -> (3, H, W) tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))

@@ -1,0 +1,96 @@
+"""Two gloo processes on CPU: box-only prompts leave prompt-encoder weights without gradient, so DDP
+needs `device.find_unused_parameters` unless the prompt encoder is frozen; then train.py under DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from projects.sam_finetune import train
+from projects.sam_finetune.config import config_from_dict
+from projects.sam_finetune.dataset import PromptedSegmentationDataset, collate_prompted
+from projects.sam_finetune.engine import batch_loss
+from projects.sam_finetune.losses import SamFinetuneLoss
+from projects.sam_finetune.modeling.prompted_sam import PromptedSam
+from projects.sam_finetune.modeling.strategies import build_finetuned_sam
+from shared.distributed import make_dataloader, setup_distributed, wrap_model_ddp
+from tests.sam_finetune.helpers import tiny_config, write_config
+
+WORLD_SIZE = 2
+SCENARIOS = {  # name: (freeze_prompt_encoder, find_unused_parameters)
+    "trainable_prompt_encoder": (False, False),
+    "trainable_prompt_encoder_find_unused": (False, True),
+    "frozen_prompt_encoder": (True, False),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, port: int, data_dir: str, base: str, out_dir: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    ctx = setup_distributed("cpu")
+    results: dict[str, str] = {}
+    for name, (freeze_prompt, find_unused) in SCENARIOS.items():
+        cfg = config_from_dict(tiny_config(Path(data_dir), Path(out_dir), Path(base),
+                                           model={"freeze_prompt_encoder": freeze_prompt},
+                                           device={"find_unused_parameters": find_unused}))
+        torch.manual_seed(0)
+        model = PromptedSam(build_finetuned_sam(cfg).sam)
+        ddp = wrap_model_ddp(model, ctx, find_unused_parameters=cfg.device.find_unused_parameters)
+        dataset = PromptedSegmentationDataset(cfg.data, "train", train=True)
+        loader = make_dataloader(dataset, 2, shuffle=False, seed=0, collate_fn=collate_prompted)
+        loss_fn = SamFinetuneLoss(cfg.loss)
+        try:
+            for _, batch in zip(range(2), loader):  # DDP notices missing gradients at the next forward
+                loss, _ = batch_loss(ddp, batch, loss_fn, ctx.device, None)
+                loss.backward()
+            grad = model.sam.mask_decoder.iou_token.weight.grad
+            gathered = [torch.zeros_like(grad) for _ in range(WORLD_SIZE)]
+            torch.distributed.all_gather(gathered, grad)
+            results[name] = "ok" if torch.equal(gathered[0], gathered[1]) else "gradients differ across ranks"
+        except RuntimeError as error:
+            results[name] = str(error).splitlines()[0]
+
+    config = tiny_config(Path(data_dir), Path(out_dir), Path(base), model={"freeze_prompt_encoder": False},
+                         device={"find_unused_parameters": True})
+    summary = train.main(["--config", str(write_config(Path(out_dir) / f"ddp_{rank}.yaml", config)), "--device", "cpu"])
+    results["train_run_dir"] = summary["run_dir"]
+    results["train_best_val_iou"] = summary["best_val_iou"]
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory, directory_data, base_checkpoint):
+    out_dir = tmp_path_factory.mktemp("ddp")
+    # fork: the children inherit the imported modules instead of spending seconds importing them again
+    mp.start_processes(_worker, args=(_free_port(), str(directory_data), str(base_checkpoint), str(out_dir)),
+                       nprocs=WORLD_SIZE, join=True, start_method="fork")
+    return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(WORLD_SIZE)]
+
+
+def test_box_prompts_with_a_trainable_prompt_encoder_need_find_unused_parameters(ddp_results):
+    for results in ddp_results:
+        assert "Expected to have finished reduction in the prior iteration" in results["trainable_prompt_encoder"]
+        assert results["trainable_prompt_encoder_find_unused"] == "ok"
+        assert results["frozen_prompt_encoder"] == "ok"
+
+
+def test_train_py_runs_under_ddp_with_one_run_folder(ddp_results):
+    assert ddp_results[0]["train_run_dir"] == ddp_results[1]["train_run_dir"]
+    assert ddp_results[0]["train_best_val_iou"] == ddp_results[1]["train_best_val_iou"]  # metrics gathered over ranks
+    run_dir = Path(ddp_results[0]["train_run_dir"])
+    assert (run_dir / "best_model.pth").is_file() and (run_dir / "latest_model.pth").is_file()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resolved"]["world_size"] == WORLD_SIZE
