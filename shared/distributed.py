@@ -105,16 +105,24 @@ def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
     sampler = None
     if is_distributed():
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
-                      sampler=sampler, num_workers=num_workers, collate_fn=collate_fn, drop_last=drop_last,
-                      pin_memory=pin_memory, worker_init_fn=seed_worker, generator=generator,
-                      persistent_workers=num_workers > 0)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
+                        sampler=sampler, num_workers=num_workers, collate_fn=collate_fn, drop_last=drop_last,
+                        pin_memory=pin_memory, worker_init_fn=seed_worker, generator=generator,
+                        persistent_workers=num_workers > 0)
+    loader.base_seed = seed
+    return loader
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
-    """Reshuffle a DistributedSampler for this epoch (without it every epoch sees the same order)."""
+    """Make epoch `epoch`'s order a function of (seed, epoch) alone, so a resumed run replays it.
+
+    A DistributedSampler gets `set_epoch` (without it every epoch sees the same order); a single
+    process reseeds the loader's generator, which drives the shuffle and the workers' seeds.
+    """
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(getattr(loader, "base_seed", 0) * 1000 + epoch)
 
 
 def wrap_model_ddp(model: nn.Module, ctx: DistributedContext, find_unused_parameters: bool = False,

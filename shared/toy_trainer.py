@@ -131,10 +131,7 @@ def train(args: argparse.Namespace) -> dict:
     k = args.gradient_accumulation_steps
     for epoch in range(start_epoch, args.epochs):
         model.train()
-        set_loader_epoch(loader, epoch)
-        # The shuffle of epoch e depends only on (seed, e), so a resumed epoch replays its order
-        # and skips the batches it already trained on.
-        loader.generator.manual_seed(args.seed * 1000 + epoch)
+        set_loader_epoch(loader, epoch)  # a resumed epoch replays its order and skips what it trained on
         done_in_epoch = step - epoch * steps_per_epoch
         progress = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not ctx.is_main)
         for batch_index, (x, y) in enumerate(progress):

@@ -108,3 +108,18 @@ def test_ddp_two_processes(tmp_path):
     assert results[0]["gathered"] == results[1]["gathered"] == [0, 0, 1]
     shard0, shard1 = set(results[0]["indices"]), set(results[1]["indices"])
     assert not shard0 & shard1 and shard0 | shard1 == set(range(10))
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    from shared.distributed import set_loader_epoch
+
+    def order(epoch, warmup_epochs):
+        loader = make_dataloader(torch.utils.data.TensorDataset(torch.arange(12)), batch_size=4, shuffle=True, seed=3)
+        for e in range(warmup_epochs):  # iterating earlier epochs must not change this epoch's order
+            set_loader_epoch(loader, e)
+            list(loader)
+        set_loader_epoch(loader, epoch)
+        return torch.cat([b[0] for b in loader]).tolist()
+
+    assert order(2, warmup_epochs=0) == order(2, warmup_epochs=2)
+    assert order(2, warmup_epochs=0) != order(3, warmup_epochs=0)
