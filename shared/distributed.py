@@ -97,6 +97,24 @@ def all_gather_concat(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([t for t in gathered if t is not None]).to(tensor.device)
 
 
+def gather_objects(items: list) -> list:
+    """Every rank's list items (e.g. per-sample evaluation rows), concatenated in rank order, on every rank."""
+    if not is_distributed():
+        return list(items)
+    gathered: list[list | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered if part is not None for item in part]
+
+
+def broadcast_from_main(obj):
+    """Rank 0's value of `obj` on every rank (e.g. the run folder that rank 0 created)."""
+    if not is_distributed():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
                     collate_fn=None, drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
     """A DataLoader that shards across ranks with a DistributedSampler under torchrun; seeded."""

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
 from tqdm import tqdm
 
 from projects.sam_finetune.config import ConfigError, FinetuneConfig, load_config
@@ -45,7 +44,9 @@ from shared.checkpoint import (
 )
 from shared.distributed import (
     barrier,
+    broadcast_from_main,
     cleanup_distributed,
+    gather_objects,
     make_dataloader,
     set_loader_epoch,
     setup_distributed,
@@ -72,23 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every rank's evaluation rows, on every rank."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return rows
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, rows)
-    return [row for part in gathered for row in part]
-
-
 def shared_run_dir(cfg: FinetuneConfig, resume: str | None, is_main: bool) -> Path:
     """The run folder, chosen on rank 0 and broadcast: a resumed run continues in its own folder."""
     if resume is not None:
         return Path(resume).resolve().parent
-    chosen = [str(create_run_dir(cfg.output.output_dir, cfg.output.experiment_name))] if is_main else [None]
-    if dist.is_available() and dist.is_initialized():
-        dist.broadcast_object_list(chosen, src=0)
-    return Path(chosen[0])
+    chosen = str(create_run_dir(cfg.output.output_dir, cfg.output.experiment_name)) if is_main else None
+    return Path(broadcast_from_main(chosen))
 
 
 def save_best(run_dir: Path, model: FinetunedSam, cfg: FinetuneConfig, epoch: int, val_iou: float) -> None:
@@ -182,7 +172,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         memory.reset_peak()
         train_set.set_epoch(epoch)
         set_loader_epoch(train_loader, epoch)
-        train_loader.generator.manual_seed(t.seed + epoch)  # same order per epoch, resumed or not
         epoch_losses, epoch_ious = [], []
         progress = tqdm(total=len(train_loader), desc=f"epoch {epoch}", disable=not ctx.is_main, leave=False)
         micro_batches: list[dict[str, Any]] = []
@@ -212,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         rows, val_loss, overlays = evaluate(ddp_model, val_loader, loss_fn, device, amp, val_cache,
                                             cfg.data.normalization, num_overlays=NUM_OVERLAYS if ctx.is_main else 0)
-        val = mean_metrics(gather_rows(rows))
+        val = mean_metrics(gather_objects(rows))
         train_loss = sum(epoch_losses) / max(len(epoch_losses), 1)
         train_iou = sum(epoch_ious) / max(len(epoch_ious), 1)
         metrics = {"epoch": epoch, "train/epoch_loss": train_loss, "train/iou": train_iou,
