@@ -130,6 +130,28 @@ class MemoryMonitor:
         return {"rss_mb": (rss_kb or 0.0) / 1024.0}
 
 
+def saved_activation_bytes(fn):
+    """Run `fn()` and return (bytes of activations autograd keeps for backward, fn's result).
+
+    Counts each storage once and leaves out the parameters (leaf tensors that require grad, and
+    views of them such as the transposed weight a linear layer saves). This
+    is the memory that gradient checkpointing trades for recomputation, measurable on CPU where
+    the process RSS is dominated by loaded libraries and the allocator's caching.
+    """
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        root = tensor._base if tensor._base is not None else tensor
+        if not (root.is_leaf and root.requires_grad):
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        result = fn()
+    return sum(storages.values()), result
+
+
 def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():

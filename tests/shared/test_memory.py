@@ -21,3 +21,19 @@ def test_cpu_monitor_sees_a_peak_and_resets():
     del block
     monitor.reset_peak()
     assert monitor.peak()["peak_rss_mb"] < baseline + 32
+
+
+def test_saved_activation_bytes_counts_activations_not_parameters():
+    from torch.utils.checkpoint import checkpoint
+
+    from shared.memory import saved_activation_bytes
+
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Tanh()) for _ in range(4)])
+    x = torch.randn(64, 256)
+    plain, out = saved_activation_bytes(lambda: layers(x))
+    # the input and the four tanh outputs (each also the next linear's saved input), 64 x 256 fp32 each
+    assert plain == 5 * 64 * 256 * 4
+    checkpointed, out_ckpt = saved_activation_bytes(lambda: checkpoint(layers, x, use_reentrant=False))
+    assert checkpointed < plain / 4
+    torch.testing.assert_close(out, out_ckpt)
