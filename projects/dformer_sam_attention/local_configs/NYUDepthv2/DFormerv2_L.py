@@ -1,0 +1,17 @@
+"""DFormerv2-L on NYU Depth v2 (upstream recipe: AdamW 6e-5, wd 0.01, 10 warm-up epochs, poly 0.9;
+batch size, drop path and decoder width as in its upstream config)."""
+
+from dataclasses import replace
+
+from projects.dformer_sam_attention.local_configs.NYUDepthv2.base import NYU
+
+C = replace(
+    NYU,
+    backbone="DFormerv2_L",
+    pretrained_model="checkpoints/pretrained/DFormerv2_Large_pretrained.pth",
+    decoder="hsg",
+    decoder_embed_dim=1024,
+    batch_size=12,
+    nepochs=500,
+    drop_path_rate=0.3,
+)

@@ -1,0 +1,123 @@
+"""NYU-layout data: the synthetic generator, validation of bad input, labels and augmentation."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from projects.dformer_sam_attention.local_configs.config import load_config
+from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import DatasetError, RGBXDataset, hold_out
+from projects.dformer_sam_attention.utils.synthetic_scenes import SYNTHETIC_CLASS_NAMES, make_dataset
+
+CONFIG = load_config("local_configs.NYUDepthv2.DFormerv2_Tiny")
+
+
+@pytest.fixture
+def small_data(tmp_path):
+    return make_dataset(tmp_path / "nyu", n_train=4, n_test=2, seed=3)
+
+
+def test_generator_writes_the_nyu_layout(synthetic_data):
+    lines = (synthetic_data / "train.txt").read_text().splitlines()
+    assert len(lines) == 48 and lines[0] == "RGB/00000.jpg Label/00000.png"
+    depth = cv2.imread(str(synthetic_data / "Depth" / "00000.png"), cv2.IMREAD_UNCHANGED)
+    label = cv2.imread(str(synthetic_data / "Label" / "00000.png"), cv2.IMREAD_UNCHANGED)
+    assert depth.dtype == np.uint8 and depth.shape == (64, 64)
+    assert set(np.unique(label)) <= set(range(len(SYNTHETIC_CLASS_NAMES) + 1))
+    # near = dark: the floor at the bottom is nearer than the wall
+    assert depth[-5, :].mean() < depth[label == 1].mean()
+    # known geometry: spheres bulge towards the camera, boxes are flat
+    all_labels = np.stack([cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in (synthetic_data / "Label").glob("*.png")])
+    assert {4, 5} <= set(np.unique(all_labels))
+
+
+def test_dataset_items_and_gt_transform(small_data):
+    dataset = RGBXDataset(replace(CONFIG, dataset_path=str(small_data)), "test")
+    item = dataset[0]
+    assert item["rgb"].shape == (3, 64, 64) and item["depth"].shape == (1, 64, 64)
+    raw = cv2.imread(str(small_data / "Label" / f"{item['name']}.png"), cv2.IMREAD_UNCHANGED)
+    expected = np.where(raw == 0, 255, raw.astype(np.int64) - 1)
+    assert torch.equal(item["label"], torch.from_numpy(expected))
+    # --no-gt_transform keeps the raw values; they exceed 5 classes (value 5 ≥ 5) → a named error
+    with pytest.raises(DatasetError, match=r"Label/0000\d\.png: label values \[5\]"):
+        RGBXDataset(replace(CONFIG, dataset_path=str(small_data), gt_transform=False), "test")
+
+
+def test_training_augmentation_is_seeded_and_pads_labels_with_ignore(small_data):
+    config = replace(CONFIG, dataset_path=str(small_data), train_scale_array=(0.5,), image_height=48,
+                     image_width=48)
+    dataset = RGBXDataset(config, "train", seed=1)
+    item = dataset[0]
+    assert item["rgb"].shape == (3, 48, 48)
+    assert (item["label"] == 255).float().mean() > 0.3  # a 32×32 image padded to 48×48
+    assert torch.equal(dataset[0]["rgb"], item["rgb"])  # same (seed, epoch, index) → same crop
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[0]["label"], item["label"]) or not torch.equal(dataset[0]["rgb"], item["rgb"])
+
+
+def corrupt(root, kind: str):
+    if kind == "missing depth":
+        (root / "Depth" / "00001.png").unlink()
+        return "Depth/00001.png: missing depth map for 00001.jpg"
+    if kind == "size mismatch":
+        cv2.imwrite(str(root / "Depth" / "00001.png"), np.zeros((32, 64), np.uint8))
+        return "Depth/00001.png: depth is 64×32 but 00001.jpg is 64×64"
+    if kind == "label mismatch":
+        cv2.imwrite(str(root / "Label" / "00001.png"), np.zeros((64, 60), np.uint8))
+        return "Label/00001.png: label is 60×64"
+    if kind == "bad label value":
+        label = cv2.imread(str(root / "Label" / "00001.png"), cv2.IMREAD_UNCHANGED)
+        label[10, 10] = 9
+        cv2.imwrite(str(root / "Label" / "00001.png"), label)
+        return "Label/00001.png: label values [8] are ≥ 5 classes"
+    if kind == "16-bit depth":
+        cv2.imwrite(str(root / "Depth" / "00001.png"), np.zeros((64, 64), np.uint16))
+        return "Depth/00001.png: depth must be an 8-bit PNG"
+    if kind == "missing image":
+        (root / "RGB" / "00001.jpg").unlink()
+        return "RGB/00001.jpg: listed in train.txt but does not exist"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing depth", "size mismatch", "label mismatch", "bad label value",
+                                  "16-bit depth", "missing image"])
+def test_bad_input_is_named_or_skipped_and_counted(small_data, kind):
+    message = corrupt(small_data, kind)
+    config = replace(CONFIG, dataset_path=str(small_data))
+    with pytest.raises(DatasetError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        RGBXDataset(config, "train")
+    with pytest.warns(UserWarning, match="skipping sample"):
+        dataset = RGBXDataset(config, "train", skip_bad_samples=True)
+    assert len(dataset) == 3 and [s["sample"] for s in dataset.skipped] == ["RGB/00001.jpg"]
+    assert "00001" not in [name for name, *_ in dataset.samples]
+
+
+def test_missing_list_and_empty_split(tmp_path, small_data):
+    config = replace(CONFIG, dataset_path=str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetError, match="nowhere/train.txt: split list does not exist"):
+        RGBXDataset(config, "train")
+    (small_data / "test.txt").write_text("\n")
+    with pytest.raises(DatasetError, match="test.txt: split list is empty"):
+        RGBXDataset(replace(CONFIG, dataset_path=str(small_data)), "test")
+    shutil.rmtree(small_data / "Label")
+    with pytest.raises(DatasetError, match="no usable samples"), pytest.warns(UserWarning):
+        RGBXDataset(replace(CONFIG, dataset_path=str(small_data)), "train", skip_bad_samples=True)
+
+
+def test_validation_is_held_out_of_train_by_image(small_data):
+    config = replace(CONFIG, dataset_path=str(small_data))
+    train = RGBXDataset(config, "train", seed=0, val_fraction=0.25)
+    val = RGBXDataset(config, "val", seed=0, val_fraction=0.25)
+    train_names, val_names = {s[0] for s in train.samples}, {s[0] for s in val.samples}
+    assert len(val_names) == 1 and len(train_names) == 3 and not train_names & val_names
+    assert val.train is False  # whole images, no augmentation
+    assert hold_out(list("abcdefghij"), 0.3, seed=1) == hold_out(list("abcdefghij"), 0.3, seed=1)
+    assert len(hold_out(list("abcdefghij"), 0.3, seed=1)) == 3
+    assert hold_out(list("abcdefghij"), 0.3, seed=1) != hold_out(list("abcdefghij"), 0.3, seed=2)
+    with pytest.raises(ValueError, match="needs val_fraction > 0"):
+        RGBXDataset(config, "val")
