@@ -1,0 +1,219 @@
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from transformers import AutoProcessor
+
+from projects.siglip_sam_dementia.audio_features import LogMelCache, LogMelParams, split_into_windows
+from projects.siglip_sam_dementia.config import parse_config
+from projects.siglip_sam_dementia.data_processor import (
+    DataError,
+    assign_splits,
+    build_datasets,
+    load_samples,
+    parse_label,
+    transcripts_to_text_inputs,
+    windows_to_image_inputs,
+)
+from projects.siglip_sam_dementia.synthetic import make_synthetic_corpus
+
+from .conftest import write_wav
+
+PARAMS = LogMelParams(n_mels=32)
+
+
+def config_for(data_dir, *extra):
+    return parse_config(["--data_dir", str(data_dir), "--n_mels", "32", "--window_seconds", "2.5", *extra])
+
+
+@pytest.mark.parametrize("raw, expected", [("0", 0), ("1", 1), (" Control ", 0), ("dementia", 1), ("HC", 0),
+                                           ("AD", 1), ("cc", 0), ("cd", 1), ("1.0", 1), ("2", None), ("", None),
+                                           ("MCI", None)])
+def test_label_spellings(raw, expected):
+    assert parse_label(raw) == expected
+
+
+def test_speaker_split_is_stratified_seeded_and_leak_free(corpus_dir, tmp_path):
+    config = config_for(corpus_dir, "--parser", "all", "--cache_dir", str(tmp_path / "cache"))
+    samples, skipped = load_samples(config, LogMelCache(tmp_path / "cache", PARAMS))
+    assert skipped == [] and len(samples) == 96
+    splits = assign_splits(samples, config)
+    speakers = {name: {s.speaker_id for s in members} for name, members in splits.items()}
+    assert not (speakers["train"] & speakers["val"] or speakers["train"] & speakers["test"]
+                or speakers["val"] & speakers["test"])
+    for name, members in splits.items():  # every language in every split, both classes each
+        for language in ("English", "Greek", "Spanish", "Mandarin"):
+            labels = {s.label for s in members if s.language == language}
+            assert labels == {0, 1}, (name, language)
+    again = assign_splits(samples, config)
+    assert [s.speaker_id for s in again["val"]] == [s.speaker_id for s in splits["val"]]
+    other_seed = assign_splits(samples, config_for(corpus_dir, "--parser", "all", "--seed", "7"))
+    assert {s.speaker_id for s in other_seed["val"]} != speakers["val"]
+
+
+def test_val_and_test_fractions_set_split_sizes(corpus_dir, tmp_path):
+    cache = LogMelCache(tmp_path / "cache", PARAMS)
+    small = assign_splits(load_samples(config_for(corpus_dir), cache)[0], config_for(corpus_dir))
+    large = config_for(corpus_dir, "--val_fraction", "0.25", "--test_fraction", "0.4")
+    large_splits = assign_splits(load_samples(large, cache)[0], large)
+    assert (len(small["val"]), len(small["test"])) == (4, 4)  # 12 speakers per class: round(1.8) each
+    assert (len(large_splits["val"]), len(large_splits["test"])) == (6, 10)  # round(3.0), round(4.8) per class
+
+
+def test_two_recordings_of_one_speaker_stay_together(tmp_path):
+    data = make_synthetic_corpus(tmp_path / "data", languages=("English",), speakers_per_language=12,
+                                 words_per_recording=4)
+    frame = pd.read_csv(data / "English" / "metadata.csv", dtype=str)
+    frame["speaker_id"] = [f"P{i // 2}" for i in range(len(frame))]  # pairs of recordings per speaker...
+    frame["label"] = [str((i // 2) % 2) for i in range(len(frame))]  # ...with one label per speaker
+    frame.to_csv(data / "English" / "metadata.csv", index=False)
+    config = config_for(data, "--val_fraction", "0.3", "--test_fraction", "0.3")
+    splits = assign_splits(load_samples(config, LogMelCache(tmp_path / "c", PARAMS))[0], config)
+    owner = {}
+    for name, members in splits.items():
+        for sample in members:
+            assert owner.setdefault(sample.speaker_id, name) == name
+
+
+def test_split_column_is_respected_and_val_carved_when_missing(tmp_path):
+    data = make_synthetic_corpus(tmp_path / "data", languages=("English",), speakers_per_language=24,
+                                 words_per_recording=4, write_split_column=True)
+    cache = LogMelCache(tmp_path / "c", PARAMS)
+    config = config_for(data)
+    splits = assign_splits(load_samples(config, cache)[0], config)
+    frame = pd.read_csv(data / "English" / "metadata.csv", dtype=str)
+    for name in ("train", "val", "test"):
+        expected = {f"English/{s}" for s in frame.loc[frame["split"] == name, "speaker_id"]}
+        assert {s.speaker_id for s in splits[name]} == expected
+    frame["split"] = frame["split"].replace({"val": "train"})  # ADReSS-style: train/test only
+    frame.to_csv(data / "English" / "metadata.csv", index=False)
+    splits = assign_splits(load_samples(config, cache)[0], config)
+    test_speakers = {f"English/{s}" for s in frame.loc[frame["split"] == "test", "speaker_id"]}
+    assert {s.speaker_id for s in splits["test"]} == test_speakers
+    assert len(splits["val"]) > 0 and {s.label for s in splits["val"]} == {0, 1}
+
+
+def test_cross_lingual_never_shows_the_test_language_before_test(corpus_dir, tmp_path):
+    config = config_for(corpus_dir, "--parser", "cross_lingual", "--train_languages", "English", "Spanish",
+                        "--test_languages", "Greek")
+    splits = assign_splits(load_samples(config, LogMelCache(tmp_path / "c", PARAMS))[0], config)
+    assert {s.language for s in splits["test"]} == {"Greek"}
+    assert len(splits["test"]) == 24  # the whole held-out language
+    assert {s.language for s in splits["train"]} == {s.language for s in splits["val"]} == {"English", "Spanish"}
+
+
+def test_log_mel_cache_reuses_and_invalidates(corpus_dir, tmp_path):
+    audio = tmp_path / "a.wav"
+    shutil.copy(corpus_dir / "English" / "audio" / "EN000.wav", audio)
+    cache = LogMelCache(tmp_path / "cache", PARAMS)
+    first = cache.get(audio)
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert cache.get(audio) == first and (cache.hits, cache.misses) == (1, 1)
+    log_mel = np.load(first)
+    assert log_mel.shape[0] == 32 and 0.0 <= log_mel.min() and log_mel.max() <= 1.0
+    assert LogMelCache(tmp_path / "cache", LogMelParams(n_mels=16)).cache_path(audio) != first  # parameters
+    write_wav(audio, np.random.default_rng(0).standard_normal(16000) * 0.1)
+    assert cache.cache_path(audio) != first  # content
+
+
+def test_second_pass_does_no_audio_work(corpus_dir, tmp_path, monkeypatch):
+    config = config_for(corpus_dir, "--parser", "Greek", "--cache_dir", str(tmp_path / "cache"))
+    build_datasets(config, LogMelCache(tmp_path / "cache", PARAMS))
+    import projects.siglip_sam_dementia.audio_features as features
+
+    def no_audio(*args, **kwargs):
+        raise AssertionError("audio decoded although the cache is warm")
+
+    monkeypatch.setattr(features, "load_audio", no_audio)
+    cache = LogMelCache(tmp_path / "cache", PARAMS)
+    datasets, _ = build_datasets(config, cache)
+    assert cache.misses == 0 and cache.hits == 24
+    assert len(datasets["train"][0]["windows"]) >= 1
+
+
+def test_bad_samples_are_skipped_counted_and_named(tmp_path):
+    data = make_synthetic_corpus(tmp_path / "data", languages=("English",), speakers_per_language=12,
+                                 words_per_recording=4)
+    folder = data / "English"
+    (folder / "audio" / "broken.wav").write_bytes(b"RIFF....not a wav")
+    write_wav(folder / "audio" / "silent.wav", np.zeros(16000))
+    write_wav(folder / "audio" / "empty.wav", np.zeros(10))
+    frame = pd.read_csv(folder / "metadata.csv", dtype=str)
+    bad = pd.DataFrame([
+        {"audio_path": "audio/broken.wav", "transcript": "x", "label": "0", "speaker_id": "B1"},
+        {"audio_path": "audio/silent.wav", "transcript": "x", "label": "1", "speaker_id": "B2"},
+        {"audio_path": "audio/empty.wav", "transcript": "x", "label": "1", "speaker_id": "B3"},
+        {"audio_path": "audio/missing.wav", "transcript": "x", "label": "1", "speaker_id": "B4"},
+        {"audio_path": "audio/EN000.wav", "transcript": "", "label": "1", "speaker_id": "B5"},
+        {"audio_path": "audio/EN001.wav", "transcript": "words", "label": "MCI", "speaker_id": "B6"},
+    ])
+    pd.concat([frame, bad]).to_csv(folder / "metadata.csv", index=False)
+    with pytest.warns(UserWarning, match="skipping sample"):
+        samples, skipped = load_samples(config_for(data), LogMelCache(tmp_path / "c", PARAMS))
+    assert len(samples) == 12
+    reasons = {Path(s.file).name: s.reason for s in skipped}
+    assert "unreadable audio" in reasons["broken.wav"]
+    assert "silent audio" in reasons["silent.wav"]
+    assert "empty audio" in reasons["empty.wav"]
+    assert "audio file not found" in reasons["missing.wav"]
+    assert "missing transcript" in reasons["EN000.wav"]
+    assert "label 'MCI' is not one of" in reasons["EN001.wav"]
+    assert all(str(folder) in s.reason for s in skipped)  # every reason names the file
+
+
+def test_dataset_level_problems_stop_with_one_line_naming_the_file(tmp_path):
+    data = make_synthetic_corpus(tmp_path / "data", languages=("English",), speakers_per_language=12,
+                                 words_per_recording=4)
+    cache = LogMelCache(tmp_path / "c", PARAMS)
+    with pytest.raises(DataError, match=r"Greek: language folder does not exist"):
+        load_samples(config_for(data, "--parser", "Greek"), cache)
+    frame = pd.read_csv(data / "English" / "metadata.csv", dtype=str)
+    frame.drop(columns=["speaker_id"]).to_csv(data / "English" / "metadata.csv", index=False)
+    with pytest.raises(DataError, match=r"metadata.csv: missing column\(s\) speaker_id"):
+        load_samples(config_for(data), cache)
+    frame["label"] = "0"  # only controls
+    frame.to_csv(data / "English" / "metadata.csv", index=False)
+    config = config_for(data)
+    with pytest.raises(DataError, match=r"split 'train' \(English\) needs both classes, has control=") as error:
+        assign_splits(load_samples(config, cache)[0], config)
+    assert "\n" not in str(error.value)
+
+
+def test_transcript_path_column_is_read(tmp_path):
+    data = make_synthetic_corpus(tmp_path / "data", languages=("English",), speakers_per_language=12,
+                                 words_per_recording=4)
+    frame = pd.read_csv(data / "English" / "metadata.csv", dtype=str)
+    for i, text in enumerate(frame["transcript"]):
+        (data / "English" / f"t{i}.txt").write_text(text + "\n")
+    frame["transcript_path"] = [f"t{i}.txt" for i in range(len(frame))]
+    frame.drop(columns=["transcript"]).to_csv(data / "English" / "metadata.csv", index=False)
+    samples, _ = load_samples(config_for(data), LogMelCache(tmp_path / "c", PARAMS))
+    assert [s.transcript for s in samples] == [" ".join(t.split()) for t in frame["transcript"]]
+
+
+def test_windows_keep_aspect_ratio_and_cover_the_recording(tiny_model_dir):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    log_mel = np.random.default_rng(0).random((32, 620)).astype(np.float32)
+    windows = split_into_windows(log_mel, 250)
+    assert [w.shape[1] for w in windows] == [250, 370]  # the 120-frame tail joins the previous window
+    assert sum(w.shape[1] for w in windows) == 620
+    inputs = windows_to_image_inputs(windows, processor.image_processor, max_num_patches=None)
+    rows, columns = inputs["spatial_shapes"][0].tolist()
+    assert rows * columns <= 64 and columns > rows * 4  # wide like the spectrogram, not a square
+    assert inputs["pixel_values"].shape == (2, 64, 3 * 8 * 8)
+    assert int(inputs["pixel_attention_mask"][0].sum()) == rows * columns
+    more = windows_to_image_inputs(windows, processor.image_processor, max_num_patches=128)
+    assert more["pixel_values"].shape[1] == 128  # --max_num_patches overrides the processor's budget
+
+
+def test_long_transcripts_become_windows_not_truncated(tiny_model_dir):
+    tokenizer = AutoProcessor.from_pretrained(tiny_model_dir).tokenizer
+    long_text = " ".join(["the boy takes cookies from the jar"] * 40)
+    encoded = transcripts_to_text_inputs(["the boy", long_text], tokenizer, max_length=64, stride=16)
+    owners = encoded["text_owner"].tolist()
+    assert owners.count(0) == 1 and owners.count(1) > 3
+    n_tokens = len(tokenizer(long_text, add_special_tokens=False)["input_ids"])
+    covered = int(encoded["attention_mask"][encoded["text_owner"] == 1].sum())
+    assert covered >= n_tokens  # every token is in some window (overlaps count twice)
