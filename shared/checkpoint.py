@@ -64,11 +64,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as safe_error:
-        if "Weights only load failed" not in str(safe_error):
+        if "Weights only load failed" not in str(safe_error) or not zipfile.is_zipfile(path):
             raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(safe_error)})") from None
         warnings.warn(f"{path}: holds pickled Python objects beyond tensors; loading it with "
                       "weights_only=False — only do this for files you trust", stacklevel=2)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - torch raises many types for damaged files
         raise CheckpointError(
             f"{path}: not a readable checkpoint, truncated or corrupt ({_first_line(error)})") from None
     try:

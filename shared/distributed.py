@@ -6,13 +6,14 @@ Every function also works in a plain single process (no torchrun): world size 1,
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from shared.seeding import seed_worker
 
@@ -115,14 +116,37 @@ def broadcast_from_main(obj):
     return holder[0]
 
 
+class ShardedEvalSampler(Sampler[int]):
+    """Rank r takes samples r, r+W, r+2W, ...: every sample exactly once over all ranks.
+
+    A DistributedSampler pads the last shard with repeated samples so that ranks take equal steps
+    (which training under DDP needs); in evaluation those repeats would be counted twice.
+    """
+
+    def __init__(self, dataset: Dataset, rank: int, world_size: int):
+        self.indices = list(range(rank, len(dataset), world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
                     collate_fn=None, drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader that shards across ranks with a DistributedSampler under torchrun; seeded."""
+    """A seeded DataLoader that shards across ranks under torchrun: training loaders (`shuffle=True`)
+    through a DistributedSampler, evaluation loaders (`shuffle=False`) without padding, so each sample
+    is seen exactly once over all ranks. Ranks may then take unequal numbers of evaluation steps, so
+    evaluate the unwrapped module (`unwrap_model`), whose forward runs no DDP collective, and gather
+    the results afterwards (`gather_objects`, `all_gather_concat`, torchmetrics' sync)."""
     generator = torch.Generator()
     generator.manual_seed(seed)
     sampler = None
-    if is_distributed():
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if is_distributed() and shuffle:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
+    elif is_distributed():
+        sampler = ShardedEvalSampler(dataset, dist.get_rank(), dist.get_world_size())
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
                         sampler=sampler, num_workers=num_workers, collate_fn=collate_fn, drop_last=drop_last,
                         pin_memory=pin_memory, worker_init_fn=seed_worker, generator=generator,
@@ -147,8 +171,10 @@ def wrap_model_ddp(model: nn.Module, ctx: DistributedContext, find_unused_parame
                    sync_batchnorm: bool = False) -> nn.Module:
     if not ctx.is_distributed:
         return model
-    if sync_batchnorm:
+    if sync_batchnorm and ctx.device.type == "cuda":  # SyncBatchNorm has no CPU kernels
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif sync_batchnorm:
+        warnings.warn("sync_batchnorm needs CUDA devices; keeping per-process BatchNorm", stacklevel=2)
     device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
                                                find_unused_parameters=find_unused_parameters)

@@ -1,8 +1,8 @@
 """Optimizer and LR-schedule factories shared by every tool.
 
 Weight decay is applied to weights only. Which parameters are "not weights" is decided by the
-module that owns them — every normalisation layer, every bias, every embedding table — never by
-substrings of parameter names (which silently match nothing when a model names its norms
+module that owns them — every normalisation layer, every embedding table — and by the parameter's
+own attribute name for biases (`bias`, `in_proj_bias`), never by substrings of module paths (which silently match nothing when a model names its norms
 differently, as SigLIP's `layer_norm1`/`post_layernorm` do).
 """
 
@@ -48,7 +48,8 @@ def split_decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Pa
                 continue
             seen.add(id(param))
             names[id(param)] = f"{module_name}.{param_name}" if module_name else param_name
-            if _is_norm_like(module) or param_name == "bias":
+            # "bias", and biases stored under other attribute names (MultiheadAttention.in_proj_bias)
+            if _is_norm_like(module) or param_name.endswith("bias"):
                 no_decay.append(param)
             else:
                 decay.append(param)

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         progress.close()
         scheduler.step_epoch()
 
-        rows, val_loss, overlays = evaluate(ddp_model, val_loader, loss_fn, device, amp, val_cache,
+        rows, val_loss, overlays = evaluate(model, val_loader, loss_fn, device, amp, val_cache,
                                             cfg.data.normalization, num_overlays=NUM_OVERLAYS if ctx.is_main else 0)
         val = mean_metrics(gather_objects(rows))
         train_loss = sum(epoch_losses) / max(len(epoch_losses), 1)

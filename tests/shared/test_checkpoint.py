@@ -2,6 +2,7 @@
 
 import argparse
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -46,6 +47,12 @@ def test_truncated_file_error_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=r"best_model\.pth: not a readable checkpoint"):
         load_checkpoint(path)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"truncated")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "pickled Python objects" warning for mere garbage
+        with pytest.raises(CheckpointError, match=r"garbage\.pth: not a readable checkpoint"):
+            load_checkpoint(garbage)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pth")
 

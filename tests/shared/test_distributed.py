@@ -51,6 +51,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     results["gathered"] = all_gather_concat(torch.arange(rank + 1)).tolist()
     loader = make_dataloader(torch.utils.data.TensorDataset(torch.arange(10)), batch_size=2, shuffle=True, seed=0)
     results["indices"] = torch.cat([b[0] for b in loader]).tolist()
+    eval_loader = make_dataloader(torch.utils.data.TensorDataset(torch.arange(7)), batch_size=2, shuffle=False, seed=0)
+    results["eval_indices"] = torch.cat([b[0] for b in eval_loader]).tolist()
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         json.dump(results, handle)
     cleanup_distributed()
@@ -108,6 +110,8 @@ def test_ddp_two_processes(tmp_path):
     assert results[0]["gathered"] == results[1]["gathered"] == [0, 0, 1]
     shard0, shard1 = set(results[0]["indices"]), set(results[1]["indices"])
     assert not shard0 & shard1 and shard0 | shard1 == set(range(10))
+    # evaluation: every sample exactly once over the ranks, no padding repeats
+    assert sorted(results[0]["eval_indices"] + results[1]["eval_indices"]) == list(range(7))
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():

@@ -30,6 +30,7 @@ class Net(nn.Module):
         self.b2 = nn.BatchNorm1d(8)
         self.c3 = OddlyNamedNorm(8)
         self.conv = nn.Conv1d(8, 8, 3, bias=False)
+        self.attn = nn.MultiheadAttention(8, 2)  # in_proj_bias and out_proj.bias: no decay
         self.frozen = nn.Linear(8, 8)
         self.frozen.requires_grad_(False)
 
@@ -39,9 +40,10 @@ def test_no_decay_groups_by_module_type():
     groups = param_groups(net, lr=1.0, weight_decay=0.5)
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     not_decayed = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
-    assert decayed == {id(net.q.weight), id(net.conv.weight)}
+    assert decayed == {id(net.q.weight), id(net.conv.weight), id(net.attn.in_proj_weight), id(net.attn.out_proj.weight)}
     assert not_decayed == {id(p) for p in (net.tok.weight, net.q.bias, net.zz.weight, net.zz.bias, net.a1.weight,
-                                           net.a1.bias, net.b2.weight, net.b2.bias, net.c3.scale_vector)}
+                                           net.a1.bias, net.b2.weight, net.b2.bias, net.c3.scale_vector,
+                                           net.attn.in_proj_bias, net.attn.out_proj.bias)}
     assert id(net.frozen.weight) not in decayed | not_decayed
 
 

@@ -173,8 +173,7 @@ def test_siglip_norms_biases_and_embeddings_are_not_decayed(tiny_model_dir, opti
                 if isinstance(module, (torch.nn.LayerNorm, torch.nn.Embedding))
                 for n, _ in module.named_parameters(recurse=False)}
     for name, param in model.named_parameters():
-        if name.endswith("in_proj_bias"):  # nn.MultiheadAttention's packed bias: shared.optim decays it (reported)
-            continue
-        expected = 0.0 if name in no_decay or name.endswith(".bias") else 0.05
+        # in_proj_bias: nn.MultiheadAttention's packed bias (SigLIP2's pooling head, cross-attention fusion)
+        expected = 0.0 if name in no_decay or name.endswith("bias") else 0.05
         assert decay_of[id(param)] == expected, name
     assert "vision_tower.post_layernorm.weight" in no_decay and "text_tower.final_layer_norm.weight" in no_decay

@@ -269,7 +269,7 @@ def train(args: argparse.Namespace) -> dict:
             progress.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr:.2e}")
             tracker.log({"train_loss": result.loss, "lr": lr, "skipped": result.skipped}, step)
 
-        val = evaluate(ddp_model, val_loader, config, device, mst=args.mst, sliding=args.sliding, amp=amp,
+        val = evaluate(unwrap_model(ddp_model), val_loader, config, device, mst=args.mst, sliding=args.sliding, amp=amp,
                        progress=ctx.is_main)
         train_loss = reduce_mean(sum(losses) / max(len(losses), 1))
         is_best = val["miou"] > best_miou
@@ -294,7 +294,7 @@ def train(args: argparse.Namespace) -> dict:
     barrier()
     if (run_dir / "best_model.pth").is_file():
         load_model_state(model, run_dir / "best_model.pth", strict=True)
-        test = evaluate(ddp_model, test_loader, config, device, mst=args.mst, sliding=args.sliding, amp=amp,
+        test = evaluate(unwrap_model(ddp_model), test_loader, config, device, mst=args.mst, sliding=args.sliding, amp=amp,
                         progress=ctx.is_main)
     table = per_class_table(test["per_class_iou"], config.class_names) if test else None
     summary = {
