@@ -53,6 +53,7 @@ def setup_distributed(device: str | None = None, backend: str | None = None) -> 
 
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank tears its group down while another still talks to it
         dist.destroy_process_group()
 
 
@@ -136,18 +137,22 @@ class ShardedEvalSampler(Sampler[int]):
 def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
                     collate_fn=None, drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
     """A seeded DataLoader that shards across ranks under torchrun: training loaders (`shuffle=True`)
-    through a DistributedSampler, evaluation loaders (`shuffle=False`) without padding, so each sample
+    through a DistributedSampler — also in a single process (one replica), so that each epoch's
+    order is drawn from (seed, epoch) alone, whatever the number of workers or where a run resumed —
+    and evaluation loaders (`shuffle=False`) without padding, so each sample
     is seen exactly once over all ranks. Ranks may then take unequal numbers of evaluation steps, so
     evaluate the unwrapped module (`unwrap_model`), whose forward runs no DDP collective, and gather
     the results afterwards (`gather_objects`, `all_gather_concat`, torchmetrics' sync)."""
     generator = torch.Generator()
     generator.manual_seed(seed)
-    sampler = None
-    if is_distributed() and shuffle:
-        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
-    elif is_distributed():
-        sampler = ShardedEvalSampler(dataset, dist.get_rank(), dist.get_world_size())
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
+    sampler: Sampler[int] | None = None
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+    if shuffle:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                     drop_last=drop_last)
+    elif world_size > 1:
+        sampler = ShardedEvalSampler(dataset, rank, world_size)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         sampler=sampler, num_workers=num_workers, collate_fn=collate_fn, drop_last=drop_last,
                         pin_memory=pin_memory, worker_init_fn=seed_worker, generator=generator,
                         persistent_workers=num_workers > 0)
@@ -158,8 +163,8 @@ def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
     """Make epoch `epoch`'s order a function of (seed, epoch) alone, so a resumed run replays it.
 
-    A DistributedSampler gets `set_epoch` (without it every epoch sees the same order); a single
-    process reseeds the loader's generator, which drives the shuffle and the workers' seeds.
+    The sampler gets `set_epoch` (without it every epoch sees the same order); the loader's
+    generator, which seeds non-persistent workers, is reseeded too.
     """
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)

@@ -43,8 +43,10 @@ from shared.checkpoint import capture_training_state, restore_training_state, sa
 from shared.distributed import (
     all_gather_concat,
     cleanup_distributed,
+    gather_objects,
     is_distributed,
     make_dataloader,
+    reduce_sum,
     set_loader_epoch,
     setup_distributed,
     wrap_model_ddp,
@@ -96,10 +98,15 @@ class Trainer:
                                 f"{stats['bad_case_reasons'][0]['reason'] if stats['bad_case_reasons'] else '-'})")
         if self.is_main:
             write_json(self.output_dir / "dataset_stats.json", {"train": self.train_stats, "val": self.val_stats})
+        # One of the two shuffles, from (seed, epoch) alone: under DDP the loader's DistributedSampler (which
+        # also pads the shards to equal step counts); in one process the dataset, because the loader's own
+        # shuffle draws from a generator that persistent workers and resumed runs advance differently.
+        distributed = self.ctx.is_distributed
         self.train_set = TrainCropDataset(train_cases, self.arch.img_size, cfg.intensity_norm, cfg.hu_window,
-                                          cfg.target_spacing, cfg.pos_ratio, cfg.augmentation_prob, cfg.seed)
+                                          cfg.target_spacing, cfg.pos_ratio, cfg.augmentation_prob, cfg.seed,
+                                          shuffle=not distributed)
         self.val_set = VolumeDataset(val_cases, cfg.intensity_norm, cfg.hu_window, cfg.target_spacing)
-        self.train_loader = make_dataloader(self.train_set, cfg.batch_size, shuffle=True, seed=cfg.seed,
+        self.train_loader = make_dataloader(self.train_set, cfg.batch_size, shuffle=distributed, seed=cfg.seed,
                                             num_workers=cfg.num_workers, collate_fn=collate_skipping_bad)
 
         # ---- model
@@ -173,35 +180,42 @@ class Trainer:
             # crops, order and clicks depend only on (seed, epoch, step): a resumed run repeats them
             self.train_set.set_epoch(epoch)
             set_loader_epoch(self.train_loader, epoch)
-            if self.train_loader.generator is not None:
-                self.train_loader.generator.manual_seed(cfg.seed + epoch)
             self.memory.reset_peak()
             self.train_forward.train()
             totals = {"loss": 0.0, "seg_loss": 0.0, "cls_loss": 0.0, "dice": 0.0, "steps": 0, "skipped_steps": 0}
             group: list[dict] = []
+            last_index = len(self.train_loader) - 1
             bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.is_main,
                        leave=False)
             for index, batch in enumerate(bar):
                 self.runtime_skipped.update(dict(batch["skipped"]))
                 if batch["size"]:
                     group.append(batch)
-                if len(group) == cfg.gradient_accumulation_steps or (index == len(self.train_loader) - 1 and group):
-                    generator = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, self.global_step))
-                    result = self.stepper.step(lambda b, g=generator: self._loss(b, g), group)
-                    self.scheduler.step_iteration()
-                    self.global_step += 1
+                # update boundaries depend on the batch index only, so every rank reaches them together
+                if (index + 1) % cfg.gradient_accumulation_steps and index != last_index:
+                    continue
+                # a rank whose micro-batches were all bad cases has no gradient to all-reduce: all skip
+                if reduce_sum(float(not group)) > 0:
                     group = []
-                    totals["steps"] += 1
-                    totals["skipped_steps"] += int(result.skipped)
-                    totals["loss"] += result.loss
-                    for key in ("seg_loss", "cls_loss", "dice"):
-                        totals[key] += float(np.mean([aux[key] for aux in result.aux]))
-                    bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                    continue
+                generator = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, self.global_step))
+                result = self.stepper.step(lambda b, g=generator: self._loss(b, g), group)
+                self.scheduler.step_iteration()
+                self.global_step += 1
+                group = []
+                totals["steps"] += 1
+                totals["skipped_steps"] += int(result.skipped)
+                totals["loss"] += result.loss
+                for key in ("seg_loss", "cls_loss", "dice"):
+                    totals[key] += float(np.mean([aux[key] for aux in result.aux]))
+                bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
             peak = self.memory.peak()
             self.epochs_completed = epoch + 1
 
             val = self.validate(epoch)
             last_val = val
+            # each rank met its own shard's bad cases; rank 0 saves and summarises them all
+            self.runtime_skipped = dict(gather_objects(sorted(self.runtime_skipped.items())))
             self.scheduler.step_epoch(val["val_dice"])
             improved = val["val_dice"] > self.best_dice
             if improved:

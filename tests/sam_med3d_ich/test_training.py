@@ -32,17 +32,6 @@ def data_args(root, train="train.csv", val="val.csv"):
 
 
 @pytest.fixture(scope="module")
-def small_root(synthetic_root):
-    """4 training cases and 1 validation case of the shared synthetic set."""
-    train = pd.read_csv(synthetic_root / "train.csv")
-    pd.concat([train[train.ich == 1].head(2), train[train.ich == 0].head(2)]).to_csv(
-        synthetic_root / "small_train.csv", index=False)
-    val = pd.read_csv(synthetic_root / "val.csv")
-    val[val.ich == 1].head(1).to_csv(synthetic_root / "small_val.csv", index=False)
-    return synthetic_root
-
-
-@pytest.fixture(scope="module")
 def trained_run(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("med3d_run") / "run"
     summary = train_main(data_args(synthetic_root) + TINY + ["--output_dir", str(out), "--epochs", "2",

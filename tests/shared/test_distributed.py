@@ -127,3 +127,18 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
 
     assert order(2, warmup_epochs=0) == order(2, warmup_epochs=2)
     assert order(2, warmup_epochs=0) != order(3, warmup_epochs=0)
+
+
+def test_epoch_order_does_not_depend_on_workers():
+    from shared.distributed import set_loader_epoch
+
+    def orders(num_workers):
+        loader = make_dataloader(torch.utils.data.TensorDataset(torch.arange(12)), batch_size=4, shuffle=True,
+                                 seed=3, num_workers=num_workers)
+        out = []
+        for epoch in range(3):
+            set_loader_epoch(loader, epoch)
+            out.append(torch.cat([b[0] for b in loader]).tolist())
+        return out
+
+    assert orders(0) == orders(2)
