@@ -21,7 +21,7 @@ $(STAMP): $(REQUIREMENTS)
 	@touch $@
 
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile
 
 demo: install
 	$(SAMKIT) demo all
