@@ -285,40 +285,25 @@ class _BadCase(dict):
 class TrainCropDataset(Dataset):
     """Random `crop_size`^3 crops. Each item's augmentation is seeded from (seed, epoch, case index), so
     a resumed run draws the same crops; the epoch lives in shared memory so persistent workers see it.
-
-    `shuffle=True`: item `i` of epoch `e` is case `epoch_order(e)[i]`, a permutation drawn from (seed, e)
-    alone. Read it with an unshuffled single-process loader: a DataLoader's own shuffle draws from its
-    generator, which persistent workers and resumed runs advance differently (the order would depend
-    on num_workers and on where a run was resumed)."""
+    The order of cases is the loader's (shared.distributed.make_dataloader: drawn from (seed, epoch))."""
 
     def __init__(self, cases: list[Case], crop_size: int, intensity_norm: str, hu_window: tuple[float, float],
                  target_spacing: tuple[float, float, float] | None, pos_ratio: float, augmentation_prob: float,
-                 seed: int, shuffle: bool = False) -> None:
+                 seed: int) -> None:
         self.cases = cases
         self.transforms = Compose(preprocessing(intensity_norm, hu_window, target_spacing)
                                   + training_augmentation(crop_size, pos_ratio, augmentation_prob))
         self.seed = seed
-        self.shuffle = shuffle
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
-        self._order: tuple[int, np.ndarray] | None = None  # (epoch, case order), cached per process
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(epoch)
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """Case index of each item in epoch `epoch`."""
-        if not self.shuffle:
-            return np.arange(len(self.cases))
-        if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.cases)))
-        return self._order[1]
-
     def __len__(self) -> int:
         return len(self.cases)
 
-    def __getitem__(self, position: int) -> dict:
+    def __getitem__(self, index: int) -> dict:
         epoch = int(self._epoch)
-        index = int(self.epoch_order(epoch)[position])
         case = self.cases[index]
         try:
             data = load_case(case)

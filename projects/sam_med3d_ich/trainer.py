@@ -98,15 +98,11 @@ class Trainer:
                                 f"{stats['bad_case_reasons'][0]['reason'] if stats['bad_case_reasons'] else '-'})")
         if self.is_main:
             write_json(self.output_dir / "dataset_stats.json", {"train": self.train_stats, "val": self.val_stats})
-        # One of the two shuffles, from (seed, epoch) alone: under DDP the loader's DistributedSampler (which
-        # also pads the shards to equal step counts); in one process the dataset, because the loader's own
-        # shuffle draws from a generator that persistent workers and resumed runs advance differently.
-        distributed = self.ctx.is_distributed
         self.train_set = TrainCropDataset(train_cases, self.arch.img_size, cfg.intensity_norm, cfg.hu_window,
-                                          cfg.target_spacing, cfg.pos_ratio, cfg.augmentation_prob, cfg.seed,
-                                          shuffle=not distributed)
+                                          cfg.target_spacing, cfg.pos_ratio, cfg.augmentation_prob, cfg.seed)
         self.val_set = VolumeDataset(val_cases, cfg.intensity_norm, cfg.hu_window, cfg.target_spacing)
-        self.train_loader = make_dataloader(self.train_set, cfg.batch_size, shuffle=distributed, seed=cfg.seed,
+        # the order of epoch e is drawn from (seed, e) alone, whatever num_workers or where a run resumed
+        self.train_loader = make_dataloader(self.train_set, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                             num_workers=cfg.num_workers, collate_fn=collate_skipping_bad)
 
         # ---- model

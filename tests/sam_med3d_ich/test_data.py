@@ -218,18 +218,3 @@ def test_target_spacing_resamples_and_reports_the_new_spacing(tmp_path):
     case = Case("007", path, 0, "p", find_mask(path, tmp_path / "masks"))
     item = VolumeDataset([case], "brain_window", (0, 80), (2.0, 2.0, 2.0))[0]
     assert item["image"].shape[1:3] == (4, 4) and item["spacing"] == pytest.approx((2.0, 2.0, 2.0))
-
-
-def test_shuffled_crop_order_depends_only_on_seed_and_epoch(synthetic_root):
-    cases = read_cases(synthetic_root / "train.csv", synthetic_root / "masks")
-
-    def order(seed, epoch, shuffle=True):
-        return TrainCropDataset(cases, 32, "brain_window", (0, 80), None, 0.75, 0.0, seed, shuffle).epoch_order(epoch)
-
-    assert sorted(order(0, 3)) == list(range(len(cases)))  # a permutation: every case once per epoch
-    assert list(order(0, 3)) == list(order(0, 3)) and list(order(0, 3)) != list(order(0, 4))
-    assert list(order(0, 3)) != list(order(1, 3))
-    assert list(order(0, 3, shuffle=False)) == list(range(len(cases)))
-    dataset = TrainCropDataset(cases, 32, "brain_window", (0, 80), None, 0.75, 0.0, 0, shuffle=True)
-    dataset.set_epoch(3)
-    assert dataset[0]["case_id"] == cases[order(0, 3)[0]].case_id
