@@ -46,6 +46,7 @@ from shared.distributed import (
     gather_objects,
     is_distributed,
     make_dataloader,
+    reduce_mean,
     reduce_sum,
     set_loader_epoch,
     setup_distributed,
@@ -220,9 +221,11 @@ class Trainer:
                 self.epochs_since_best += 1
 
             steps = max(1, totals["steps"])
-            metrics = {"epoch": epoch + 1, "train_loss": totals["loss"] / steps,
-                       "train_seg_loss": totals["seg_loss"] / steps, "train_cls_loss": totals["cls_loss"] / steps,
-                       "train_dice": totals["dice"] / steps, "skipped_steps": totals["skipped_steps"],
+            # training means over all ranks (each rank trained on its own shard)
+            metrics = {"epoch": epoch + 1, "train_loss": reduce_mean(totals["loss"] / steps),
+                       "train_seg_loss": reduce_mean(totals["seg_loss"] / steps),
+                       "train_cls_loss": reduce_mean(totals["cls_loss"] / steps),
+                       "train_dice": reduce_mean(totals["dice"] / steps), "skipped_steps": totals["skipped_steps"],
                        "lr": self.optimizer.param_groups[0]["lr"], **val, **peak}
             self.tracker.log(metrics, step=epoch + 1)
             if self.is_main:
