@@ -19,22 +19,9 @@ import torch
 
 from projects.sam_med3d_ich.config import INTENSITY_NORMS, SCHEDULER_TYPES, TrainConfig
 from projects.sam_med3d_ich.model import ARCHITECTURES
+from shared.argtypes import positive_int, probability
 
 DEFAULTS = TrainConfig()
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from shared.argtypes import open_fraction, positive_int
+
 LANGUAGES = ("English", "Greek", "Spanish", "Mandarin")
 DEFAULT_MODEL_NAME = "google/siglip2-base-patch16-naflex"
 DEFAULT_CROSS_LINGUAL_TRAIN = ("English", "Spanish", "Mandarin")
@@ -107,20 +109,6 @@ class TrainingConfig:
         return tags
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def build_arg_parser() -> argparse.ArgumentParser:
     d = TrainingConfig()
     p = argparse.ArgumentParser(
@@ -135,7 +123,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--sam_base", choices=SAM_BASES, default=d.sam_base, help="optimizer SAM wraps")
     p.add_argument("--loss_type", choices=LOSSES, default=d.loss_type)
     p.add_argument("--focal_gamma", type=float, default=d.focal_gamma)
-    p.add_argument("--focal_alpha", type=_fraction, default=d.focal_alpha,
+    p.add_argument("--focal_alpha", type=open_fraction, default=d.focal_alpha,
                    help="focal-loss weight of the dementia class (control gets 1 - alpha); unset: no weighting")
     p.add_argument("--parser", choices=PARSERS, default=d.parser,
                    help="one language, all (pooled), or cross_lingual (train on some, test on the others)")
@@ -145,12 +133,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="with --parser cross_lingual (default: English Spanish Mandarin)")
     p.add_argument("--test_languages", nargs="+", choices=LANGUAGES, default=None,
                    help="with --parser cross_lingual: held-out languages (default: Greek)")
-    p.add_argument("--val_fraction", type=_fraction, default=d.val_fraction,
+    p.add_argument("--val_fraction", type=open_fraction, default=d.val_fraction,
                    help="speakers per language put in validation when metadata has no split column")
-    p.add_argument("--test_fraction", type=_fraction, default=d.test_fraction,
+    p.add_argument("--test_fraction", type=open_fraction, default=d.test_fraction,
                    help="speakers per language put in test when metadata has no split column")
-    p.add_argument("--batch_size", type=_positive_int, default=d.batch_size)
-    p.add_argument("--num_epochs", type=_positive_int, default=d.num_epochs)
+    p.add_argument("--batch_size", type=positive_int, default=d.batch_size)
+    p.add_argument("--num_epochs", type=positive_int, default=d.num_epochs)
     p.add_argument("--learning_rate", type=float, default=None,
                    help=f"default {ADAMW_LEARNING_RATE:g} for AdamW (and SAM over AdamW/SGD); Lion: that / 3")
     p.add_argument("--weight_decay", type=float, default=None,
@@ -165,13 +153,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", choices=FUSIONS, default=d.fusion, help="how audio and text embeddings are combined")
     p.add_argument("--freeze_vision", action="store_true", help="freeze the vision (spectrogram) tower")
     p.add_argument("--freeze_text", action="store_true", help="freeze the text (transcript) tower")
-    p.add_argument("--sample_rate", type=_positive_int, default=d.sample_rate)
-    p.add_argument("--n_mels", type=_positive_int, default=d.n_mels)
-    p.add_argument("--hop_length", type=_positive_int, default=d.hop_length)
-    p.add_argument("--n_fft", type=_positive_int, default=d.n_fft)
+    p.add_argument("--sample_rate", type=positive_int, default=d.sample_rate)
+    p.add_argument("--n_mels", type=positive_int, default=d.n_mels)
+    p.add_argument("--hop_length", type=positive_int, default=d.hop_length)
+    p.add_argument("--n_fft", type=positive_int, default=d.n_fft)
     p.add_argument("--window_seconds", type=float, default=d.window_seconds,
                    help="recordings are split into windows this long; their embeddings are pooled")
-    p.add_argument("--max_num_patches", type=_positive_int, default=None,
+    p.add_argument("--max_num_patches", type=positive_int, default=None,
                    help="NaFlex patch budget per window (default: the processor's)")
     p.add_argument("--cache_dir", default=None, help="log-mel cache (default: <data_dir>/.logmel_cache)")
     p.add_argument("--seed", type=int, default=d.seed)

@@ -39,3 +39,20 @@ def test_unknown_tool_is_rejected_with_the_choices():
     assert resolve_tool("finetune") == "sam_finetune"
     with pytest.raises(typer.BadParameter, match="unknown tool 'nope'.*sam_med3d_ich"):
         resolve_tool("nope")
+
+
+def test_argtypes_name_the_range():
+    import argparse
+
+    from shared.argtypes import open_fraction, positive_int, probability
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    parser.add_argument("--batch_size", type=positive_int)
+    parser.add_argument("--p", type=probability)
+    parser.add_argument("--val_fraction", type=open_fraction)
+    assert vars(parser.parse_args(["--batch_size", "2", "--p", "1", "--val_fraction", "0.2"])) == {
+        "batch_size": 2, "p": 1.0, "val_fraction": 0.2}
+    for argv, message in ((["--batch_size", "0"], "must be >= 1"), (["--p", "1.5"], r"must be in \[0, 1\]"),
+                          (["--val_fraction", "1"], "must be between 0 and 1")):
+        with pytest.raises(argparse.ArgumentError, match=message):
+            parser.parse_args(argv)
