@@ -29,15 +29,19 @@ def _model() -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(WIDTH, 10))
 
 
-def _time_per_call(fn: Callable[[], None], repeats: int = 20, warmup: int = 3) -> float:
-    for _ in range(warmup):
+def _interleaved_best_times(fns: dict[str, Callable[[], None]], rounds: int = 7, repeats: int = 8) -> dict[str, float]:
+    """Seconds per call of each function: the rounds alternate between the functions and the best
+    round counts, so a load spike on a shared machine hits every variant alike."""
+    for fn in fns.values():  # warm-up
         fn()
-    best = float("inf")
-    for _ in range(3):  # best of three rounds: robust to a busy machine
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        best = min(best, (time.perf_counter() - start) / repeats)
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / repeats)
     return best
 
 
@@ -70,13 +74,13 @@ def run_bench() -> list[dict]:
     x, y = torch.randn(BATCH, WIDTH), torch.randint(0, 10, (BATCH,))
     rows = []
 
-    def timed(optimizer_name: str, adaptive: bool = False) -> float:
+    def sam_like_step(optimizer_name: str, adaptive: bool = False) -> Callable[[], None]:
         model = _model()
         optimizer = build_optimizer(optimizer_name, model, 1e-3, 0.01, sam_adaptive=adaptive,
                                     sam_rho=1.0 if adaptive else 0.05)
         stepper = OptimizationStep(model, optimizer)
         batch = [(x, y)]
-        return _time_per_call(lambda: stepper.step(lambda b: nn.functional.cross_entropy(model(b[0]), b[1]), batch))
+        return lambda: stepper.step(lambda b: nn.functional.cross_entropy(model(b[0]), b[1]), batch)
 
     model = _model()
 
@@ -84,14 +88,17 @@ def run_bench() -> list[dict]:
         model.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
 
-    t_fb = _time_per_call(forward_backward)
-    t_adamw = timed("adamw")
-    floor = t_adamw + t_fb
-    t_sam, t_asam = timed("sam"), timed("sam", adaptive=True)
     reference_model = _model()
     reference = _CloneEachStepSAM(reference_model)
-    t_reference = _time_per_call(lambda: reference.step(
-        lambda: nn.functional.cross_entropy(reference_model(x), y)))
+    times = _interleaved_best_times({
+        "forward_backward": forward_backward,
+        "adamw": sam_like_step("adamw"),
+        "sam": sam_like_step("sam"),
+        "asam": sam_like_step("sam", adaptive=True),
+        "reference": lambda: reference.step(lambda: nn.functional.cross_entropy(reference_model(x), y)),
+    })
+    floor = times["adamw"] + times["forward_backward"]
+    t_sam, t_asam, t_reference = times["sam"], times["asam"], times["reference"]
     note = f"MLP {DEPTH}x{WIDTH}, batch {BATCH}, CPU; floor = AdamW step + one forward-backward"
     rows.append({"name": "shared.sam: SAM step / floor", "value": t_sam / floor, "unit": "ratio", "note": note})
     rows.append({"name": "shared.sam: ASAM step / floor", "value": t_asam / floor, "unit": "ratio", "note": note})

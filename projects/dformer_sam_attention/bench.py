@@ -1,8 +1,9 @@
 """`samkit bench`: cost of the Semantic Alignment Module, with vs without, in one process.
 
 Rows (ratios are with / without the module; "with" is preset 1: alignment after all four encoder
-stages + the HSG decoder's alignment and text logits; "without" is preset 5, the same HSG head
-without text guidance):
+stages + the HSG decoder's alignment and text logits; "without" is the same model and HSG head with
+`--no-enable-text-guidance`, so the ratio is the module's cost alone — preset 5 also swaps in the
+LightHamHead):
 - DFormerv2_Tiny, 64×64, batch 4: forward time and parameter count;
 - DFormerv2-S (NYU: 40 classes, 512-d CLIP text), one 480×640 image: forward time, parameters and
   FLOPs from torch.utils.flop_counter (one forward per variant, to keep CPU time modest).

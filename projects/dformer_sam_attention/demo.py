@@ -1,7 +1,7 @@
 """`samkit demo dformer_sam_attention`: synthetic RGB-D scenes, tiny DFormerv2, presets 1 and 5.
 
 Preset 1 trains with the Semantic Alignment Module at its defaults (encoder + decoder), preset 5
-without any alignment module (plain DFormerv2 + head); both go through the real CLI
+without any alignment module (plain DFormerv2 + the upstream LightHamHead); both go through the real CLI
 (`utils/train.py`'s `main`) for a few epochs on CPU and are compared in one table.
 """
 
@@ -21,7 +21,7 @@ TINY_CONFIG = "local_configs.NYUDepthv2.DFormerv2_Tiny"
 EPOCHS = 20
 PRESETS = {
     1: ("alignment module, defaults (encoder + decoder)", []),
-    5: ("no alignment module (baseline)", ["--no-enable-text-guidance"]),
+    5: ("no alignment module, LightHamHead (baseline)", ["--no-enable-text-guidance", "--decoder", "ham"]),
 }
 
 

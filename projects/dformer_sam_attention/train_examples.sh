@@ -20,8 +20,8 @@ case "$PRESET" in
     4) DESC="swapped: decoder plain + fixed s=1.0, encoder cosine + learnable s=14.285714"
        FLAGS=(--no-sam-decoder-use-cosine --no-sam-decoder-learnable-temp --sam-decoder-logit-init 1.0
               --sam-encoder-use-cosine --sam-encoder-learnable-temp --sam-encoder-logit-init 14.285714) ;;
-    5) DESC="no alignment module: plain DFormerv2 + head (the baseline)"
-       FLAGS=(--no-enable-text-guidance) ;;
+    5) DESC="no alignment module: plain DFormerv2 + the upstream LightHamHead (the baseline)"
+       FLAGS=(--no-enable-text-guidance --decoder ham) ;;
     6) DESC="decoder-only alignment (no encoder-side modules)"
        FLAGS=(--sam-enc-stages "") ;;
     *) echo "unknown preset '$PRESET': choose 1..6" >&2

@@ -340,9 +340,10 @@ class VolumeDataset(Dataset):
         except DataError as error:
             return _BadCase(case_id=case.case_id, reason=str(error))
         out = self.transforms(to_meta(data))
-        spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(out["image"].affine)[:3, :3], axis=0))
+        affine = np.asarray(out["image"].affine, dtype=np.float64)
+        spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
         return {"image": out["image"].as_tensor().float(), "label": out["label"].as_tensor().float().round(),
-                "ich": case.ich, "case_id": case.case_id, "spacing": spacing}
+                "ich": case.ich, "case_id": case.case_id, "spacing": spacing, "affine": affine}
 
 
 def collate_skipping_bad(items: list[dict]) -> dict:

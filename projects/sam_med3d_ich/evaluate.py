@@ -5,7 +5,8 @@ ground truth. With --num_clicks K, K clicks drawn from the remaining error regio
     python projects/sam_med3d_ich/evaluate.py --checkpoint outputs/best_model.pth --csv test.csv \
         --mask_dir masks/ --output_dir outputs/eval [--num_clicks 5]
 
-Metrics are computed on the model's voxel grid (after any --target_spacing resampling of training).
+Metrics are computed on each volume's own voxel grid against its untouched mask: a model trained with
+--target_spacing predicts on the resampled grid and its probabilities are resampled back first.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from projects.sam_med3d_ich.dataloader import DataError, VolumeDataset, read_cases
-from projects.sam_med3d_ich.inference import interactive_refinement, load_trained_model
+from projects.sam_med3d_ich.dataloader import DataError, VolumeDataset, load_case, read_cases
+from projects.sam_med3d_ich.inference import (
+    interactive_refinement,
+    load_trained_model,
+    probability_on_input_grid,
+)
 from projects.sam_med3d_ich.utils import nanmean, segmentation_metrics
 from shared.amp import AmpPolicy
 from shared.checkpoint import CheckpointError
@@ -39,6 +44,7 @@ def evaluate(checkpoint: str | Path, csv: str | Path, mask_dir: str | Path, outp
     prep = settings["preprocessing"]
     dataset = VolumeDataset(read_cases(csv, mask_dir), prep["intensity_norm"], tuple(prep["hu_window"]),
                             tuple(prep["target_spacing"]) if prep["target_spacing"] else None)
+    resampled = bool(prep["target_spacing"])
     policy = AmpPolicy.create(device, enabled=amp)
     generator = torch.Generator().manual_seed(seed)
     rows, skipped = [], []
@@ -51,8 +57,15 @@ def evaluate(checkpoint: str | Path, csv: str | Path, mask_dir: str | Path, outp
         image, truth = item["image"][None].to(device), item["label"][0] > 0.5
         rounds = interactive_refinement(model, image, truth.to(device), num_clicks, generator,
                                         overlap=overlap, amp=policy)
-        automatic = segmentation_metrics((rounds[0].logits[0, 0] > 0).cpu(), truth, item["spacing"])
-        final = segmentation_metrics((rounds[-1].logits[0, 0] > 0).cpu(), truth, item["spacing"])
+        masks = [rounds[0].logits[0, 0].cpu() > 0, rounds[-1].logits[0, 0].cpu() > 0]
+        spacing = item["spacing"]
+        if resampled:  # report on the input's own grid, against the untouched ground truth
+            original = load_case(dataset.cases[index])
+            masks = [probability_on_input_grid(torch.sigmoid(r.logits[0].cpu()), item["affine"], original.affine,
+                                               original.label.shape)[0] > 0.5 for r in (rounds[0], rounds[-1])]
+            truth, spacing = torch.from_numpy(original.label > 0), original.spacing
+        automatic = segmentation_metrics(masks[0], truth, spacing)
+        final = segmentation_metrics(masks[1], truth, spacing)
         rows.append({"case_id": item["case_id"], "ich": item["ich"], "ich_probability": rounds[0].ich_probability,
                      **final, "abs_volume_error_ml": abs(final["volume_error_ml"]), "dice_automatic": automatic["dice"],
                      "clicks": num_clicks})
@@ -67,7 +80,7 @@ def evaluate(checkpoint: str | Path, csv: str | Path, mask_dir: str | Path, outp
     labels = table["ich"].to_numpy()
     summary: dict[str, Any] = {
         "checkpoint": str(checkpoint), "csv": str(csv), "cases": len(table), "positives": len(positives),
-        "num_clicks": num_clicks, "skipped_cases": len(skipped), "skipped_case_reasons": skipped,
+        "num_clicks": num_clicks, "resampled_to_input_grid": resampled, "skipped_cases": len(skipped), "skipped_case_reasons": skipped,
         "mean_all": {m: nanmean(table[m].tolist()) for m in (*METRICS, "dice_automatic")},
         "mean_ich_positive": {m: nanmean(positives[m].tolist()) for m in (*METRICS, "dice_automatic")},
         "ich_auc": float(roc_auc_score(labels, table["ich_probability"])) if 0 < labels.sum() < len(labels)

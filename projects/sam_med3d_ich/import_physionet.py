@@ -5,7 +5,8 @@
         --mask_dir physionet.org/files/ct-ich/1.3.1/masks ...
 
 Layout read: `ct_scans/NNN.nii`, `masks/NNN.nii`, and the per-slice diagnosis CSV
-(`hemorrhage_diagnosis_raw_ct.csv`: PatientNumber, SliceNumber, ..., No_Hemorrhage). A scan is
+(`hemorrhage_diagnosis_raw_ct.csv`: PatientNumber, SliceNumber, Intraventricular, Intraparenchymal,
+Subarachnoid, Epidural, Subdural, No_Hemorrhage, Fracture_Yes_No; one row per slice). A scan is
 ICH-positive when any of its slices is not `No_Hemorrhage`. Splits are by patient, stratified by label.
 """
 
@@ -46,6 +47,7 @@ def build_table(root: Path, diagnosis_csv: Path | None = None) -> pd.DataFrame:
     missing = [c for c in DIAGNOSIS_COLUMNS if c not in diagnosis.columns]
     if missing:
         raise DataError(f"{diagnosis_csv}: missing column(s) {', '.join(missing)}")
+    diagnosis = diagnosis.dropna(subset=["PatientNumber"])  # blank trailing rows read as NaN
     positive = (diagnosis["No_Hemorrhage"] == 0).groupby(diagnosis["PatientNumber"].astype(int)).any()
     rows = []
     for scan in scans:

@@ -8,9 +8,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
+from monai.transforms import SpatialResample
 
 from projects.sam_med3d_ich.clicks import map_to_points, sample_error_clicks
 from projects.sam_med3d_ich.model import SamMed3DICH, build_ich_model, upsample_logits
@@ -54,6 +57,17 @@ def predict_volume(model: SamMed3DICH, image: torch.Tensor, click_map: torch.Ten
     logits = sliding_window_inference(torch.cat(channels, dim=1), roi_size=(size,) * 3, sw_batch_size=sw_batch_size,
                                       predictor=predictor, overlap=overlap, mode="gaussian")
     return VolumePrediction(logits, float(torch.cat(window_probabilities).max()))
+
+
+def probability_on_input_grid(probability: torch.Tensor, model_affine: np.ndarray, input_affine: np.ndarray,
+                              input_shape: tuple[int, ...]) -> torch.Tensor:
+    """probability [1, X', Y', Z'] on the model's (resampled) grid -> [1, X, Y, Z] on the input's grid,
+    trilinear through world coordinates; masks and metrics are reported in the input's geometry."""
+    resampled = SpatialResample(mode="bilinear")(MetaTensor(probability.float().cpu(),
+                                                            affine=torch.as_tensor(model_affine)),
+                                                 dst_affine=torch.as_tensor(input_affine),
+                                                 spatial_size=tuple(input_shape))
+    return resampled.as_tensor() if isinstance(resampled, MetaTensor) else resampled
 
 
 @torch.no_grad()

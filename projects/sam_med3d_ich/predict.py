@@ -19,11 +19,11 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, SpatialResample
+from monai.transforms import Compose
 
 from projects.sam_med3d_ich.clicks import clicks_to_map
 from projects.sam_med3d_ich.dataloader import DataError, load_volume, preprocessing
-from projects.sam_med3d_ich.inference import load_trained_model, predict_volume
+from projects.sam_med3d_ich.inference import load_trained_model, predict_volume, probability_on_input_grid
 from shared.amp import AmpPolicy
 from shared.checkpoint import CheckpointError
 
@@ -70,8 +70,7 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output_path: st
                                 overlap=overlap, amp=policy)
     probability = torch.sigmoid(prediction.logits[0].cpu())  # [1, X', Y', Z']
     if spacing is not None:  # back onto the input grid
-        probability = SpatialResample(mode="bilinear")(MetaTensor(probability, affine=torch.as_tensor(model_affine)),
-                                                       dst_affine=torch.as_tensor(affine), spatial_size=shape)
+        probability = probability_on_input_grid(probability, model_affine, affine, shape)
     mask = (probability[0].numpy() > threshold).astype(np.uint8)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,13 @@ import pytest
 import torch
 
 from projects.dformer_sam_attention.local_configs.config import load_config
+from projects.dformer_sam_attention.utils.dataloader.dataloader import get_eval_loader
 from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import DatasetError, RGBXDataset, hold_out
-from projects.dformer_sam_attention.utils.synthetic_scenes import SYNTHETIC_CLASS_NAMES, make_dataset
+from projects.dformer_sam_attention.utils.synthetic_scenes import (
+    SYNTHETIC_CLASS_NAMES,
+    make_dataset,
+    render_scene,
+)
 
 CONFIG = load_config("local_configs.NYUDepthv2.DFormerv2_Tiny")
 
@@ -75,6 +80,11 @@ def corrupt(root, kind: str):
         label[10, 10] = 9
         cv2.imwrite(str(root / "Label" / "00001.png"), label)
         return "Label/00001.png: label values [8] are ≥ 5 classes"
+    if kind == "16-bit label value":  # 301 − 1 = 300 must be reported, not wrap around to a class as uint8
+        label = cv2.imread(str(root / "Label" / "00001.png"), cv2.IMREAD_UNCHANGED).astype(np.uint16)
+        label[10, 10] = 301
+        cv2.imwrite(str(root / "Label" / "00001.png"), label)
+        return "Label/00001.png: label values [300] are ≥ 5 classes"
     if kind == "16-bit depth":
         cv2.imwrite(str(root / "Depth" / "00001.png"), np.zeros((64, 64), np.uint16))
         return "Depth/00001.png: depth must be an 8-bit PNG"
@@ -85,7 +95,7 @@ def corrupt(root, kind: str):
 
 
 @pytest.mark.parametrize("kind", ["missing depth", "size mismatch", "label mismatch", "bad label value",
-                                  "16-bit depth", "missing image"])
+                                  "16-bit label value", "16-bit depth", "missing image"])
 def test_bad_input_is_named_or_skipped_and_counted(small_data, kind):
     message = corrupt(small_data, kind)
     config = replace(CONFIG, dataset_path=str(small_data))
@@ -121,3 +131,23 @@ def test_validation_is_held_out_of_train_by_image(small_data):
     assert hold_out(list("abcdefghij"), 0.3, seed=1) != hold_out(list("abcdefghij"), 0.3, seed=2)
     with pytest.raises(ValueError, match="needs val_fraction > 0"):
         RGBXDataset(config, "val")
+
+
+def test_sun_rgbd_config_and_images_of_varying_size(small_data):
+    """SUN RGB-D: 37 classes, same folder layout as NYU, images of several sizes (four sensors)."""
+    sun = load_config("local_configs.SUNRGBD.DFormerv2_S")
+    assert (sun.dataset_name, sun.num_classes, sun.gt_transform, sun.eval_batch_size) == ("SUNRGBD", 37, True, 1)
+    assert (sun.image_height, sun.image_width, sun.class_names[-1]) == (480, 480, "bag")
+    rgb, depth, label = render_scene(np.random.default_rng(0), 40, 56)  # one train and one test image resized
+    for name in ("00001", "00005"):
+        cv2.imwrite(str(small_data / "RGB" / f"{name}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(small_data / "Depth" / f"{name}.png"), depth)
+        cv2.imwrite(str(small_data / "Label" / f"{name}.png"), label)
+    config = replace(sun, dataset_path=str(small_data), image_height=32, image_width=32, num_workers=0)
+    train = RGBXDataset(config, "train")
+    assert {tuple(train[i]["rgb"].shape) for i in range(len(train))} == {(3, 32, 32)}  # one crop size to batch
+    loader, test = get_eval_loader(config, "test", skip_bad_samples=False, seed=0)
+    sizes = [(tuple(batch["rgb"].shape[2:]), tuple(batch["label"].shape[1:])) for batch in loader]
+    assert sizes == [((64, 64), (64, 64)), ((40, 56), (40, 56))]  # whole images, native size, one at a time
+    values = set(test[1]["label"].unique().tolist())
+    assert 255 in values and values - {255} <= set(range(5))  # labels − 1, the border 0 → ignore

@@ -68,3 +68,13 @@ def test_multi_scale_and_flip():
     asymmetric = Recorder(position_dependent=True)
     assert not torch.allclose(predict_probabilities(asymmetric, rgb, depth, 3, flip=True),
                               2 * predict_probabilities(asymmetric, rgb, depth, 3))
+
+
+def test_infer_rejects_an_overlay_opacity_outside_0_1(capsys):
+    from projects.dformer_sam_attention.utils import infer as infer_cli
+
+    common = ["--checkpoint", "c.pth", "--rgb", "a.jpg", "--depth", "a.png", "--output_dir", "out"]
+    assert infer_cli.parse_args(common + ["--alpha", "0.25"]).alpha == 0.25
+    with pytest.raises(SystemExit):
+        infer_cli.parse_args(common + ["--alpha", "1.5"])
+    assert "--alpha: must be in [0, 1], got 1.5" in capsys.readouterr().err

@@ -282,7 +282,7 @@ PRESETS = {
     "3": {"sam_decoder_use_cosine": False, "sam_decoder_learnable_temp": False, "sam_decoder_logit_init": 1.0},
     "4": {"sam_decoder_use_cosine": False, "sam_decoder_learnable_temp": False, "sam_decoder_logit_init": 1.0,
           "sam_encoder_use_cosine": True, "sam_encoder_learnable_temp": True, "sam_encoder_logit_init": 14.285714},
-    "5": {"enable_text_guidance": False},
+    "5": {"enable_text_guidance": False, "decoder": "ham"},
     "6": {"sam_enc_stages": ()},
 }
 

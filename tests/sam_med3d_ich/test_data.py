@@ -162,6 +162,12 @@ def test_synthetic_layout_is_split_by_patient(synthetic_root):
 
 def test_physionet_importer_builds_patient_splits_that_load(tmp_path):
     root = write_physionet_layout(tmp_path / "ct-ich", n_patients=8, shape=(24, 24, 6), seed=0)
+    diagnosis = root / "hemorrhage_diagnosis_raw_ct.csv"
+    assert pd.read_csv(diagnosis).columns.tolist() == [  # the public release's columns (v1.3.1)
+        "PatientNumber", "SliceNumber", "Intraventricular", "Intraparenchymal", "Subarachnoid", "Epidural",
+        "Subdural", "No_Hemorrhage", "Fracture_Yes_No"]
+    with diagnosis.open("a") as handle:  # a blank row at the end reads as NaN and must not break the import
+        handle.write(",,,,,,,,\n")
     written = import_physionet(["--root", str(root), "--out_dir", str(tmp_path / "splits"),
                                 "--val_fraction", "0.25", "--test_fraction", "0.25"])
     tables = {name: pd.read_csv(path, dtype={"patient_id": str}) for name, path in written.items()}

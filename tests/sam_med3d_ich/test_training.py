@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from monai.transforms import RandCropByPosNegLabeld
 
 from projects.sam_med3d_ich.config import TrainConfig
-from projects.sam_med3d_ich.dataloader import load_volume
+from projects.sam_med3d_ich.dataloader import VolumeDataset, load_case, load_volume, read_cases
 from projects.sam_med3d_ich.evaluate import main as evaluate_main
 from projects.sam_med3d_ich.inference import load_trained_model, predict_volume
 from projects.sam_med3d_ich.model import ARCHITECTURES, build_ich_model, load_sam_checkpoint
@@ -21,7 +22,7 @@ from projects.sam_med3d_ich.predict import main as predict_main
 from projects.sam_med3d_ich.train import build_parser, config_from_args
 from projects.sam_med3d_ich.train import main as train_main
 from projects.sam_med3d_ich.trainer import Trainer
-from shared.checkpoint import load_checkpoint
+from shared.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["--model_type", "tiny", "--visual_tokens", "8", "--visual_token_dim", "32", "--num_workers", "0",
         "--num_clicks", "2", "--batch_size", "2", "--lr", "2e-3", "--prompt_decoder_lr_scale", "1"]
@@ -138,6 +139,43 @@ def test_predict_writes_a_mask_with_the_input_geometry(trained_run, synthetic_ro
                       "--output", str(tmp_path / "m2.nii.gz"), "--click", "99", "0", "0", "1"])
 
 
+def resampling_checkpoint(trained_run, tmp_path, spacing):
+    """best_model.pth as if trained with --target_spacing (only the stored pre-processing differs)."""
+    payload = load_checkpoint(f"{trained_run['output_dir']}/best_model.pth")
+    payload["extra"]["preprocessing"]["target_spacing"] = list(spacing)
+    return save_checkpoint(tmp_path / "resampling_model.pth", payload)
+
+
+def test_predict_with_target_spacing_writes_the_mask_on_the_input_grid(trained_run, synthetic_root, tmp_path):
+    volume, _ = load_volume(synthetic_root / "volumes" / "001.pkl")
+    affine = np.array([[0.5, 0, 0, -10], [0, 0.5, 0, 4], [0, 0, 3.0, 7], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(volume[:, :, :12], affine), str(tmp_path / "scan.nii.gz"))
+    checkpoint = str(resampling_checkpoint(trained_run, tmp_path, (1.0, 1.0, 1.5)))
+    masks = {}
+    for threshold in ("-1", "0.5", "1"):
+        predict_main(["--checkpoint", checkpoint, "--input", str(tmp_path / "scan.nii.gz"), "--output",
+                      str(tmp_path / f"mask{threshold}.nii.gz"), "--click", "30", "2", "11", "1",
+                      "--threshold", threshold])
+        mask = nib.load(str(tmp_path / f"mask{threshold}.nii.gz"))
+        assert mask.shape == (32, 32, 12) and np.allclose(mask.affine, affine)
+        masks[threshold] = np.asarray(mask.dataobj)
+    assert masks["-1"].all() and not masks["1"].any()  # probabilities lie in [0, 1]: --threshold decides
+
+
+def test_evaluate_with_target_spacing_reports_on_the_original_grid(trained_run, synthetic_root, tmp_path):
+    checkpoint = resampling_checkpoint(trained_run, tmp_path, (2.0, 2.0, 2.0))
+    summary = evaluate_main(["--checkpoint", str(checkpoint), "--csv", str(synthetic_root / "test.csv"),
+                             "--mask_dir", str(synthetic_root / "masks"), "--output_dir", str(tmp_path / "eval"),
+                             "--overlap", "0"])
+    table = pd.read_csv(tmp_path / "eval" / "per_case_metrics.csv")
+    expected = {}
+    for case in read_cases(synthetic_root / "test.csv", synthetic_root / "masks"):
+        data = load_case(case)
+        expected[case.case_id] = float(data.label.sum()) * float(np.prod(data.spacing)) / 1000.0
+    assert summary["resampled_to_input_grid"] and expected and any(v > 0 for v in expected.values())
+    assert dict(zip(table["case_id"], table["true_volume_ml"])) == pytest.approx(expected)
+
+
 def test_sliding_windows_cover_volumes_larger_and_smaller_than_a_crop():
     torch.manual_seed(0)
     model = build_ich_model("tiny", 8, 32).eval()
@@ -177,6 +215,21 @@ def test_optimizer_groups_follow_lr_scale_and_weight_decay(small_root, tmp_path)
     assert {g["weight_decay"] for g in groups} == {0.0, 0.05}
     decoder = {id(p) for p in trainer.model.mask_decoder.parameters()}
     assert all(g["lr"] == pytest.approx(2e-4) for g in groups if any(id(p) in decoder for p in g["params"]))
+
+
+def test_preprocessing_flags_reach_the_datasets_and_the_checkpoint(small_root, tmp_path):
+    trainer = make_trainer(small_root, tmp_path, "--hu_window", "10", "50", "--target_spacing", "2", "2", "2",
+                           "--pos_ratio", "0.3")
+    item, case = trainer.val_set[0], trainer.val_set.cases[0]
+    windowed = VolumeDataset([case], "brain_window", (10.0, 50.0), (2.0, 2.0, 2.0))[0]["image"]
+    assert item["spacing"] == pytest.approx((2.0, 2.0, 2.0)) and torch.equal(item["image"], windowed)
+    assert not torch.equal(windowed, VolumeDataset([case], "brain_window", (0.0, 80.0), (2.0, 2.0, 2.0))[0]["image"])
+    crop = next(t for t in trainer.train_set.transforms.transforms if isinstance(t, RandCropByPosNegLabeld))
+    assert crop.cropper.pos_ratio == pytest.approx(0.3)
+    assert trainer.preprocessing == {"intensity_norm": "brain_window", "hu_window": [10.0, 50.0],
+                                     "target_spacing": [2.0, 2.0, 2.0]}  # stored in every checkpoint
+    zscored = make_trainer(small_root, tmp_path / "z", "--intensity_norm", "sam_med3d").val_set[0]["image"]
+    assert zscored.min() < 0 < zscored.max()  # z-scored, not windowed into [0, 1]
 
 
 def test_freeze_encoder_and_gradient_checkpointing(small_root, tmp_path):

@@ -23,6 +23,7 @@ from projects.dformer_sam_attention.models.builder import EncoderDecoder, settin
 from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import DatasetError, read_depth, read_rgb
 from projects.dformer_sam_attention.utils.dataloader.transforms import normalize_depth, normalize_rgb
 from projects.dformer_sam_attention.utils.eval import predict_probabilities
+from shared.argtypes import probability
 from shared.checkpoint import CheckpointError, load_checkpoint, load_model_state
 
 
@@ -82,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rgb", required=True, help="an RGB image or a folder of them")
     parser.add_argument("--depth", required=True, help="the 8-bit depth PNG or a folder (paired by name)")
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the label colours")
+    parser.add_argument("--alpha", type=probability, default=0.5, help="overlay opacity of the label colours, in [0, 1]")
     parser.add_argument("--mst", default=False, action=argparse.BooleanOptionalAction,
                         help="multi-scale + flip")
     parser.add_argument("--sliding", default=False, action=argparse.BooleanOptionalAction,

@@ -65,10 +65,11 @@ def hold_out(entries: list[str], fraction: float, seed: int) -> list[str]:
 
 
 def transform_label(label: np.ndarray, gt_transform: bool) -> np.ndarray:
-    """gt_transform: 0 (unlabelled) → 255, k → k − 1, as upstream."""
+    """gt_transform: 0 (unlabelled) → 255, k → k − 1, as upstream. The label's dtype is kept (a 16-bit
+    value such as 300 must stay out of range and be reported, not wrap around to a valid class)."""
     if not gt_transform:
         return label
-    return np.where(label == 0, IGNORE_INDEX, label.astype(np.int64) - 1).astype(np.uint8)
+    return np.where(label == 0, IGNORE_INDEX, label.astype(np.int64) - 1).astype(label.dtype)
 
 
 class RGBXDataset(Dataset):
