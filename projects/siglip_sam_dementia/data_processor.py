@@ -175,7 +175,11 @@ def assign_splits(samples: list[Sample], config: TrainingConfig) -> dict[str, li
             splits["test"] += group
             continue
         cross_lingual_train = config.parser == "cross_lingual"
-        if all(s.split is not None for s in group):
+        unsplit = sum(s.split is None for s in group)
+        if 0 < unsplit < len(group):  # a random split would silently override the given ones
+            raise DataError(f"{Path(config.data_dir) / language / 'metadata.csv'}: the split column is empty for "
+                            f"{unsplit} of {len(group)} usable rows; fill it for every row or drop the column")
+        if unsplit == 0:
             # The metadata's split, except: a training language's test speakers train in cross-lingual
             # runs, and a language without val speakers gets val carved from its train speakers.
             given = {id(s): ("train" if cross_lingual_train and s.split == "test" else s.split) for s in group}

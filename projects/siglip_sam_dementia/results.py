@@ -4,7 +4,8 @@
 
 1. Optimizer comparison: train accuracy, test accuracy, generalization gap (train - test) and test
    AUC, mean ± std over the runs (seeds) of each setting.
-2. Cross-lingual: per held-out language, test AUC of SAM runs, of AdamW runs, and the difference.
+2. Cross-lingual: per held-out language (and training languages, loss, modality), test AUC of SAM
+   runs, of AdamW runs, and the difference.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def find_summaries(roots: list[str | Path]) -> pd.DataFrame:
                 "data": (f"{'+'.join(summary['train_languages'])} → {'+'.join(summary['test_languages'])}"
                          if summary["parser"] == "cross_lingual" else "+".join(summary["languages"])),
                 "held_out": "+".join(summary["test_languages"] or []),
+                "trained_on": "+".join(summary["train_languages"] or []),
                 "train_acc": summary["train_acc"], "test_acc": summary["test_acc"],
                 "gap": summary["generalization_gap"], "test_auc": float(summary["test_auc"]),
             })
@@ -53,16 +55,18 @@ def optimizer_table(runs: pd.DataFrame) -> str:
 
 
 def cross_lingual_table(runs: pd.DataFrame) -> str:
-    lines = ["| held-out language | SAM AUC | AdamW AUC | difference (SAM - AdamW) |",
-             "| --- | --- | --- | --- |"]
+    """One row per (held-out language, training languages, loss, modality): runs that differ in any of
+    these are different experiments and are never averaged together."""
+    lines = ["| held-out language | trained on | loss | modality | SAM AUC | AdamW AUC | difference (SAM - AdamW) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     crossing = runs[runs["parser"] == "cross_lingual"]
     if crossing.empty:
-        lines.append("| (no cross-lingual runs found) | — | — | — |")
-    for held_out, group in crossing.groupby("held_out", sort=True):
+        lines.append("| (no cross-lingual runs found) | — | — | — | — | — | — |")
+    for keys, group in crossing.groupby(["held_out", "trained_on", "loss", "modality"], sort=True):
         sam = group.loc[group["optimizer"] == "sam", "test_auc"]
         adamw = group.loc[group["optimizer"] == "adamw", "test_auc"]
         difference = f"{sam.mean() - adamw.mean():+.3f}" if len(sam) and len(adamw) else "—"
-        lines.append(f"| {held_out} | {_mean_std(sam) if len(sam) else '—'} | "
+        lines.append(f"| {' | '.join(keys)} | {_mean_std(sam) if len(sam) else '—'} | "
                      f"{_mean_std(adamw) if len(adamw) else '—'} | {difference} |")
     return "\n".join(lines)
 

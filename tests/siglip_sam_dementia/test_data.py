@@ -93,6 +93,10 @@ def test_split_column_is_respected_and_val_carved_when_missing(tmp_path):
     test_speakers = {f"English/{s}" for s in frame.loc[frame["split"] == "test", "speaker_id"]}
     assert {s.speaker_id for s in splits["test"]} == test_speakers
     assert len(splits["val"]) > 0 and {s.label for s in splits["val"]} == {0, 1}
+    frame.loc[:2, "split"] = ""  # a partly filled column is an error, not a silent random re-split
+    frame.to_csv(data / "English" / "metadata.csv", index=False)
+    with pytest.raises(DataError, match=r"English/metadata.csv: the split column is empty for 3 of 24 usable rows"):
+        assign_splits(load_samples(config, cache)[0], config)
 
 
 def test_cross_lingual_never_shows_the_test_language_before_test(corpus_dir, tmp_path):
@@ -116,6 +120,22 @@ def test_log_mel_cache_reuses_and_invalidates(corpus_dir, tmp_path):
     assert LogMelCache(tmp_path / "cache", LogMelParams(n_mels=16)).cache_path(audio) != first  # parameters
     write_wav(audio, np.random.default_rng(0).standard_normal(16000) * 0.1)
     assert cache.cache_path(audio) != first  # content
+
+
+def test_flac_and_mp3_give_the_wav_spectrogram(corpus_dir, tmp_path):
+    import soundfile as sf
+
+    audio, sample_rate = sf.read(corpus_dir / "English" / "audio" / "EN000.wav", dtype="float32")
+    reference = np.load(LogMelCache(tmp_path / "wav_cache", PARAMS).get(corpus_dir / "English" / "audio" / "EN000.wav"))
+    flac = tmp_path / "a.flac"
+    sf.write(flac, audio, sample_rate, format="FLAC")
+    np.testing.assert_allclose(np.load(LogMelCache(tmp_path / "c", PARAMS).get(flac)), reference, atol=2e-3)
+    mp3 = tmp_path / "a.mp3"
+    sf.write(mp3, audio, sample_rate, format="MP3")
+    decoded = np.load(LogMelCache(tmp_path / "c", PARAMS).get(mp3))  # lossy, with encoder padding
+    assert decoded.shape[0] == reference.shape[0] and abs(decoded.shape[1] - reference.shape[1]) < 0.1 * reference.shape[1]
+    # Same recording: the mean spectrum over time matches closely (lossy codec, small time shift).
+    assert np.corrcoef(decoded.mean(axis=1), reference.mean(axis=1))[0, 1] > 0.95
 
 
 def test_second_pass_does_no_audio_work(corpus_dir, tmp_path, monkeypatch):
