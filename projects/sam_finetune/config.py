@@ -152,10 +152,6 @@ class FinetuneConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @property
-    def experiment_dir(self) -> Path:
-        return Path(self.output.output_dir) / self.output.experiment_name
-
 
 # --- parsing and validation --------------------------------------------------------------------
 

@@ -53,8 +53,13 @@ class SampleIndex:
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB, or DataError naming the file."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """HxWx3 uint8 RGB as stored (EXIF orientation ignored), or DataError naming the file.
+
+    OpenCV would otherwise rotate EXIF-tagged JPEGs while the mask PNG and the size check at
+    indexing (PIL) see the stored pixel grid: a square photo would pair a rotated image with an
+    unrotated mask without any error.
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise DataError(f"{path}: unreadable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -64,7 +69,7 @@ def read_binary_mask(path: Path) -> np.ndarray:
     """HxW uint8 {0, 1} from a 0/255 or 0/1 PNG, or DataError naming the file and the values."""
     if not path.is_file():
         raise DataError(f"{path}: missing mask")
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)  # as stored, like the image
     if mask is None:
         raise DataError(f"{path}: unreadable mask")
     values = np.unique(mask)

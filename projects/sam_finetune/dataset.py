@@ -53,7 +53,9 @@ class PromptedSegmentationDataset(Dataset):
 
     def __init__(self, cfg: DataConfig, split: str, train: bool, seed: int = 0):
         self.cfg, self.split, self.train, self.seed = cfg, split, train, seed
-        self.epoch = 0
+        # In shared memory: persistent DataLoader workers hold their own copy of the dataset, and a
+        # plain attribute set by `set_epoch` in the main process would never reach them.
+        self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
         data_dir = Path(cfg.data_dir)
         if cfg.dataset_type == "directory":
             self.index: SampleIndex = index_directory(data_dir, split)
@@ -70,8 +72,12 @@ class PromptedSegmentationDataset(Dataset):
     def skipped(self) -> list[tuple[str, str]]:
         return self.index.skipped
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.index.records)

@@ -48,6 +48,7 @@ from shared.distributed import (
     cleanup_distributed,
     gather_objects,
     make_dataloader,
+    reduce_sum,
     set_loader_epoch,
     setup_distributed,
     wrap_model_ddp,
@@ -180,12 +181,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             skipped_at_load += len(batch["errors"])
             if len(batch["images"]):
                 micro_batches.append(batch)
-            group_ready = len(micro_batches) == t.gradient_accumulation_steps
-            last = batch_number == len(train_loader) - 1
-            if not micro_batches or not (group_ready or last):
+            # Step points follow the batch count, the same on every rank, never the usable batches.
+            group_end = (batch_number + 1) % t.gradient_accumulation_steps == 0
+            if not (group_end or batch_number == len(train_loader) - 1):
                 continue
-            result = stepper.step(lambda b: batch_loss(ddp_model, b, loss_fn, device, train_cache), micro_batches)
-            micro_batches = []
+            group, micro_batches = micro_batches, []
+            # A rank whose group failed to load would skip DDP's all-reduce and hang the others: all skip.
+            if reduce_sum(float(not group)) > 0:
+                log.warning("epoch %d batch %d: no loadable sample in this accumulation group on some rank; "
+                            "step skipped", epoch, batch_number)
+                continue
+            result = stepper.step(lambda b: batch_loss(ddp_model, b, loss_fn, device, train_cache), group)
             scheduler.step_iteration()
             step += 1
             if result.skipped:
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "embedding_cache_misses": train_cache.misses if train_cache else 0,
         "skipped_train_samples": len(train_set.skipped), "skipped_val_samples": len(val_set.skipped),
         "skipped_by_reason": {"train": train_set.index.skipped_counts, "val": val_set.index.skipped_counts},
-        "skipped_at_load": skipped_at_load,
+        "skipped_at_load": int(reduce_sum(skipped_at_load)),  # over all ranks
     }
     tracker.write_summary(summary)
     tracker.finish()

@@ -38,14 +38,6 @@ def pad_to_square(array: np.ndarray, size: int) -> np.ndarray:
     return np.pad(array, padding)
 
 
-def scale_coords(coords: np.ndarray, original_hw: tuple[int, int], target: int) -> np.ndarray:
-    """Map (..., 2) x/y coordinates (or (..., 4) boxes) from the original image to the input frame."""
-    new_h, new_w = longest_side_shape(*original_hw, target)
-    scale = np.array([new_w / original_hw[1], new_h / original_hw[0]], dtype=np.float32)
-    flat = coords.reshape(-1, 2).astype(np.float32) * scale
-    return flat.reshape(coords.shape)
-
-
 def normalize_image(image: np.ndarray, mode: str) -> np.ndarray:
     """HxWx3 pixels in [0, 255] -> float32 at the encoder's input scale.
 

@@ -185,13 +185,39 @@ def test_visualize_cli_writes_dataset_sample(directory_data, coco_data, tmp_path
 
 
 def test_worker_processes_load_the_same_batches(directory_data):
-    from shared.distributed import make_dataloader
+    from shared.distributed import make_dataloader, set_loader_epoch
 
     dataset = PromptedSegmentationDataset(_cfg(directory_data, box_jitter=0.2), "train", train=True)
     batches = {}
     for workers in (0, 2):
         loader = make_dataloader(dataset, 4, shuffle=True, seed=3, num_workers=workers, collate_fn=collate_prompted)
         assert loader.num_workers == workers
-        batches[workers] = [(b["index"].tolist(), torch.cat(b["boxes"])) for b in loader]
-    for (index0, boxes0), (index2, boxes2) in zip(batches[0], batches[2]):
-        assert index0 == index2 and torch.equal(boxes0, boxes2)  # prompts seeded per sample, not per worker
+        for epoch in (0, 1):  # the loader's workers persist: the new epoch must still reach them
+            dataset.set_epoch(epoch)
+            set_loader_epoch(loader, epoch)
+            batches[workers, epoch] = [(b["index"].tolist(), torch.cat(b["boxes"])) for b in loader]
+    for epoch in (0, 1):
+        for (index0, boxes0), (index2, boxes2) in zip(batches[0, epoch], batches[2, epoch]):
+            assert index0 == index2 and torch.equal(boxes0, boxes2)  # prompts seeded per sample, not per worker
+    first = {i: box for index, boxes in batches[2, 0] for i, box in zip(index, boxes)}
+    second = {i: box for index, boxes in batches[2, 1] for i, box in zip(index, boxes)}
+    assert not torch.equal(first[0], second[0])  # epoch 1 draws new jitter in the workers too
+
+
+def test_exif_rotated_jpeg_is_read_as_stored_like_its_mask(tmp_path):
+    from PIL import Image
+
+    pixels = np.full((48, 64, 3), 30, np.uint8)
+    pixels[:, :16] = 220  # the object: the left 16 columns of the stored grid
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° to display": OpenCV applies it by default, PIL's size does not
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    (tmp_path / "masks" / "train").mkdir(parents=True)
+    Image.fromarray(pixels).save(tmp_path / "images" / "train" / "photo.jpg", exif=exif, quality=95)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[:, :16] = 255
+    cv2.imwrite(str(tmp_path / "masks" / "train" / "photo.png"), mask)
+    item = PromptedSegmentationDataset(_cfg(tmp_path), "train", train=False)[0]
+    assert "error" not in item and item["input_size"] == (48, 64)
+    red, inside = item["image"][0, :48, :64], item["masks"][0, :48, :64].bool()
+    assert red[inside].mean() > 1.0 and red[~inside].mean() < -1.0  # the bright columns are the mask's

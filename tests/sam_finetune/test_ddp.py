@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -63,17 +66,25 @@ def _worker(rank: int, port: int, data_dir: str, base: str, out_dir: str) -> Non
         except RuntimeError as error:
             results[name] = str(error).splitlines()[0]
 
-    config = tiny_config(Path(data_dir), Path(out_dir), Path(base), model={"freeze_prompt_encoder": False},
-                         device={"find_unused_parameters": True})
+    # one image per batch, one of which fails to load: its rank has nothing to step on
+    config = tiny_config(Path(out_dir) / "data", Path(out_dir), Path(base), model={"freeze_prompt_encoder": False},
+                         device={"find_unused_parameters": True}, data={"batch_size": 1})
     summary = train.main(["--config", str(write_config(Path(out_dir) / f"ddp_{rank}.yaml", config)), "--device", "cpu"])
     results["train_run_dir"] = summary["run_dir"]
     results["train_best_val_iou"] = summary["best_val_iou"]
+    results["train_skipped_at_load"] = summary["skipped_at_load"]
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
 
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory, directory_data, base_checkpoint):
     out_dir = tmp_path_factory.mktemp("ddp")
+    shutil.copytree(directory_data, out_dir / "data")
+    # passes the checks at indexing, but its one-pixel object vanishes when shrunk to 64 px at loading
+    cv2.imwrite(str(out_dir / "data" / "images" / "train" / "zz_large.png"), np.full((480, 640, 3), 90, np.uint8))
+    speck = np.zeros((480, 640), np.uint8)
+    speck[1, 1] = 255
+    cv2.imwrite(str(out_dir / "data" / "masks" / "train" / "zz_large.png"), speck)
     # fork: the children inherit the imported modules instead of spending seconds importing them again
     mp.start_processes(_worker, args=(_free_port(), str(directory_data), str(base_checkpoint), str(out_dir)),
                        nprocs=WORLD_SIZE, join=True, start_method="fork")
@@ -92,5 +103,7 @@ def test_train_py_runs_under_ddp_with_one_run_folder(ddp_results):
     assert ddp_results[0]["train_best_val_iou"] == ddp_results[1]["train_best_val_iou"]  # metrics gathered over ranks
     run_dir = Path(ddp_results[0]["train_run_dir"])
     assert (run_dir / "best_model.pth").is_file() and (run_dir / "latest_model.pth").is_file()
+    # the rank without a loadable sample did not leave the other waiting in DDP's all-reduce
+    assert ddp_results[0]["train_skipped_at_load"] == ddp_results[1]["train_skipped_at_load"] == 1
     config = json.loads((run_dir / "config.json").read_text())
     assert config["resolved"]["world_size"] == WORLD_SIZE

@@ -188,6 +188,13 @@ def test_frozen_encoder_uses_the_embedding_cache_and_augmentation_bypasses_it(
                         training={"num_epochs": 2})["summary"]
     assert cached["embedding_cache"].startswith("on")
     assert cached["embedding_cache_misses"] == 24 and cached["embedding_cache_hits"] == 24  # epoch 2: all hits
+    # full strategy, encoder and prompt encoder frozen: only the mask decoder moved
+    assert cached["trainable_image_encoder"] == cached["trainable_prompt_encoder"] == 0
+    assert cached["trainable_parameters"] == cached["trainable_mask_decoder"] > 0
+    base, trained = torch.load(base_checkpoint), _state(Path(cached["run_dir"]) / "latest_model.pth")
+    for key in (k for k in base if k.startswith(("image_encoder.", "prompt_encoder."))):
+        assert torch.equal(trained[f"sam.{key}"], base[key]), key
+    assert any(not torch.equal(trained[f"sam.{k}"], v) for k, v in base.items() if k.startswith("mask_decoder."))
     caplog.clear()
     with caplog.at_level(logging.INFO):
         augmented = _train(tmp_path, directory_data, base_checkpoint, "augmented", model=frozen,

@@ -15,7 +15,6 @@ from projects.sam_finetune.transforms import (
     normalize_image,
     pad_to_square,
     resize_longest_side,
-    scale_coords,
 )
 
 
@@ -43,13 +42,6 @@ def test_resize_and_pad_sizes_on_a_batch_where_segment_anything_1_0_fails():
     mask[100:200, 300:400] = 1
     small = resize_longest_side(mask, 256, is_mask=True)
     assert small.shape == (192, 256) and set(np.unique(small)) == {0, 1}
-
-
-def test_scale_coords_follow_the_resize():
-    points = np.array([[640.0, 480.0], [320.0, 240.0]])
-    np.testing.assert_allclose(scale_coords(points, (480, 640), 1024), [[1024, 768], [512, 384]])
-    box = np.array([[0.0, 0.0, 640.0, 480.0]])
-    np.testing.assert_allclose(scale_coords(box, (480, 640), 256), [[0, 0, 256, 192]])
 
 
 def test_normalization_modes_and_zero_padding():

@@ -66,10 +66,3 @@ class PromptedSam(nn.Module):
 def upscale_logits(low_res_logits: torch.Tensor, image_size: int) -> torch.Tensor:
     """(N, 1, h, w) low-res logits -> (N, 1, S, S) in the padded input frame, as Sam.postprocess_masks."""
     return F.interpolate(low_res_logits.float(), (image_size, image_size), mode="bilinear", align_corners=False)
-
-
-def logits_to_original(low_res_logits: torch.Tensor, image_size: int, input_hw: tuple[int, int],
-                       original_hw: tuple[int, int]) -> torch.Tensor:
-    """Low-res logits -> (N, 1, H, W) logits over the original image (padding cropped off)."""
-    logits = upscale_logits(low_res_logits, image_size)[..., : input_hw[0], : input_hw[1]]
-    return F.interpolate(logits, tuple(original_hw), mode="bilinear", align_corners=False)
