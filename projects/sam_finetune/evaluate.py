@@ -29,6 +29,7 @@ from projects.sam_finetune.modeling.loading import load_sam
 from projects.sam_finetune.modeling.prompted_sam import PromptedSam
 from shared.amp import AmpPolicy
 from shared.checkpoint import CheckpointError
+from shared.cli_errors import run_reporting_errors
 from shared.distributed import make_dataloader
 from shared.seeding import seed_everything
 
@@ -88,12 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def cli() -> int:
-    try:
-        main()
-    except (ConfigError, DataError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_errors(main, (ConfigError, DataError, CheckpointError))
 
 
 if __name__ == "__main__":

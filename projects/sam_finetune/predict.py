@@ -29,6 +29,7 @@ from projects.sam_finetune.data_sources import IMAGE_EXTENSIONS, DataError, read
 from projects.sam_finetune.modeling.build import MODEL_REGISTRY
 from projects.sam_finetune.modeling.loading import load_sam
 from shared.checkpoint import CheckpointError
+from shared.cli_errors import run_reporting_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -162,12 +163,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 def cli() -> int:
-    try:
-        main()
-    except (DataError, CheckpointError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_errors(main, (DataError, CheckpointError, ValueError))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from shared.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
+from shared.cli_errors import run_reporting_errors
 from shared.distributed import (
     barrier,
     broadcast_from_main,
@@ -250,12 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def cli() -> int:
-    try:
-        main()
-    except (ConfigError, DataError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_errors(main, (ConfigError, DataError, CheckpointError))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from projects.sam_med3d_ich.inference import (
 from projects.sam_med3d_ich.utils import nanmean, segmentation_metrics
 from shared.amp import AmpPolicy
 from shared.checkpoint import CheckpointError
+from shared.cli_errors import run_reporting_errors
 from shared.tracking import write_json
 
 METRICS = ("dice", "iou", "hd95_mm", "volume_error_ml", "abs_volume_error_ml")
@@ -115,8 +116,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_reporting_errors(main, (DataError, CheckpointError)))

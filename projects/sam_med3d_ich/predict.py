@@ -26,6 +26,7 @@ from projects.sam_med3d_ich.dataloader import DataError, load_volume, preprocess
 from projects.sam_med3d_ich.inference import load_trained_model, predict_volume, probability_on_input_grid
 from shared.amp import AmpPolicy
 from shared.checkpoint import CheckpointError
+from shared.cli_errors import run_reporting_errors
 
 
 def map_clicks(clicks: list[tuple[int, int, int, int]], source_affine: np.ndarray, target_affine: np.ndarray,
@@ -102,8 +103,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, CheckpointError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_reporting_errors(main, (DataError, CheckpointError, ValueError)))

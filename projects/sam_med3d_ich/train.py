@@ -210,10 +210,6 @@ def main(argv: Sequence[str] | None = None) -> dict | int:
 if __name__ == "__main__":
     from projects.sam_med3d_ich.dataloader import DataError
     from shared.checkpoint import CheckpointError
+    from shared.cli_errors import run_reporting_errors
 
-    try:
-        outcome = main()
-    except (DataError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(outcome if isinstance(outcome, int) else 0)
+    sys.exit(run_reporting_errors(main, (DataError, CheckpointError)))

@@ -56,3 +56,18 @@ def test_argtypes_name_the_range():
                           (["--val_fraction", "1"], "must be between 0 and 1")):
         with pytest.raises(argparse.ArgumentError, match=message):
             parser.parse_args(argv)
+
+
+def test_run_reporting_errors_prints_one_line_and_exits_2(capsys):
+    from shared.checkpoint import CheckpointError
+    from shared.cli_errors import run_reporting_errors
+
+    def bad():
+        raise CheckpointError("model.pth: not a readable checkpoint")
+
+    assert run_reporting_errors(bad, (CheckpointError,)) == 2
+    assert capsys.readouterr().err == "error: model.pth: not a readable checkpoint\n"
+    assert run_reporting_errors(lambda: {"summary": 1}, (CheckpointError,)) == 0
+    assert run_reporting_errors(lambda: 1, (CheckpointError,)) == 1
+    with pytest.raises(KeyError):  # unexpected errors keep their traceback
+        run_reporting_errors(lambda: {}["x"], (CheckpointError,))
