@@ -151,3 +151,15 @@ def test_sun_rgbd_config_and_images_of_varying_size(small_data):
     assert sizes == [((64, 64), (64, 64)), ((40, 56), (40, 56))]  # whole images, native size, one at a time
     values = set(test[1]["label"].unique().tolist())
     assert 255 in values and values - {255} <= set(range(5))  # labels − 1, the border 0 → ignore
+
+
+def test_command_line_reports_bad_input_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[2] / "projects" / "dformer_sam_attention"
+    result = subprocess.run([sys.executable, "utils/train.py", "--config", "local_configs.NYUDepthv2.DFormerv2_Tiny",
+                             "--dataset_path", str(tmp_path / "missing")], cwd=tool, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing' / 'train.txt'}: split list does not exist"

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,4 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import DatasetError
+    from shared.checkpoint import CheckpointError
+    from shared.cli_errors import run_reporting_errors
+
+    sys.exit(run_reporting_errors(main, (DatasetError, CheckpointError)))

@@ -11,6 +11,7 @@ encoder and no config file are needed here.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
@@ -117,4 +118,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import DatasetError
+    from shared.checkpoint import CheckpointError
+    from shared.cli_errors import run_reporting_errors
+
+    sys.exit(run_reporting_errors(main, (DatasetError, CheckpointError)))

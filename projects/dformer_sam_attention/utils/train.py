@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -323,4 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import DatasetError
+    from shared.checkpoint import CheckpointError
+    from shared.cli_errors import run_reporting_errors
+
+    sys.exit(run_reporting_errors(main, (DatasetError, CheckpointError)))
