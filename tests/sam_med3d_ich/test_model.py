@@ -20,9 +20,8 @@ from projects.sam_med3d_ich.modeling.image_encoder3d import (
 )
 from shared.checkpoint import CheckpointError
 
-REFERENCE = Path("/work/shared/reference/sam_med3d_vit_b_ori_state_dict.json")
-if not REFERENCE.is_file():  # the reference lives beside the repository
-    REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / REFERENCE.name
+# the reference lives beside the repository: ../shared/reference/
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "sam_med3d_vit_b_ori_state_dict.json"
 
 
 def test_vit_b_ori_state_dict_equals_published_checkpoint_layout():
