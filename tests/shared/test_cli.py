@@ -71,3 +71,11 @@ def test_run_reporting_errors_prints_one_line_and_exits_2(capsys):
     assert run_reporting_errors(lambda: 1, (CheckpointError,)) == 1
     with pytest.raises(KeyError):  # unexpected errors keep their traceback
         run_reporting_errors(lambda: {}["x"], (CheckpointError,))
+
+
+@pytest.mark.parametrize("alias,marker", [("dementia", "English/metadata.csv"), ("med3d", "train.csv"),
+                                          ("finetune", "coco"), ("dformer", "train.txt")])
+def test_make_data_writes_each_tools_layout(tmp_path, alias, marker):
+    result = CliRunner().invoke(app, ["make-data", alias, str(tmp_path / alias)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / alias / marker).exists()
