@@ -271,6 +271,31 @@ def _check_ranges(cfg: FinetuneConfig) -> None:
     require(cfg.loss.iou_loss.weight >= 0, f"loss.iou_loss.weight: must be >= 0, got {cfg.loss.iou_loss.weight}")
 
 
+# Keys a resumed run may change: where things live on this machine, loader parallelism, output
+# cadence, and a longer run. Everything else changes what the model sees or how it is updated.
+RESUME_MAY_CHANGE = ("model.checkpoint", "data.data_dir", "data.num_workers", "training.num_epochs",
+                     "training.checkpoint_every", "device.find_unused_parameters", "output")
+_ABSENT = object()
+
+
+def resume_differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """`path: old -> new` for every key (nested, by its dotted path) a resume may not change."""
+    def show(value: Any) -> str:
+        return "<absent>" if value is _ABSENT else value if isinstance(value, str) else repr(value)
+
+    differences = []
+    for key in sorted(set(stored) | set(current)):
+        path = f"{prefix}{key}"
+        if path in RESUME_MAY_CHANGE:
+            continue
+        old, new = stored.get(key, _ABSENT), current.get(key, _ABSENT)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += resume_differences(old, new, f"{path}.")
+        elif old != new:
+            differences.append(f"{path}: {show(old)} -> {show(new)}")
+    return differences
+
+
 def config_from_dict(data: dict[str, Any]) -> FinetuneConfig:
     cfg = _build(FinetuneConfig, data, "")
     _check_ranges(cfg)

@@ -21,7 +21,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from projects.sam_finetune.config import ConfigError, FinetuneConfig, load_config
+from projects.sam_finetune.config import (
+    RESUME_MAY_CHANGE,
+    ConfigError,
+    FinetuneConfig,
+    load_config,
+    resume_differences,
+)
 from projects.sam_finetune.data_sources import DataError
 from projects.sam_finetune.dataset import PromptedSegmentationDataset, collate_prompted
 from projects.sam_finetune.engine import EmbeddingCache, batch_loss, evaluate, mean_metrics
@@ -64,6 +70,7 @@ log = logging.getLogger("sam_finetune.train")
 
 ADAMW_DEFAULT_LR, ADAMW_DEFAULT_WD = 1e-4, 0.01
 NUM_OVERLAYS = 4  # validation overlay pictures logged per epoch
+RESUMABLE_CHANGES = ", ".join(key if "." in key else f"{key}.*" for key in RESUME_MAY_CHANGE)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,6 +90,20 @@ def shared_run_dir(cfg: FinetuneConfig, resume: str | None, is_main: bool) -> Pa
     return Path(broadcast_from_main(chosen))
 
 
+def load_resume_payload(resume: str, config_path: str, cfg: FinetuneConfig) -> dict[str, Any]:
+    """The checkpoint to continue, refused when the config would make the rest a different experiment."""
+    payload = load_checkpoint(resume)
+    stored = ((payload.get("extra") or {}) if isinstance(payload, dict) else {}).get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{resume}: holds no training config to check {config_path} against; "
+                              "not a latest_model.pth / checkpoint_epoch_N.pth of train.py")
+    differences = resume_differences(stored, cfg.to_dict())
+    if differences:
+        raise CheckpointError(f"{resume}: was trained with settings that {config_path} changes: "
+                              f"{'; '.join(differences)} (a resume may change only {RESUMABLE_CHANGES})")
+    return payload
+
+
 def save_best(run_dir: Path, model: FinetunedSam, cfg: FinetuneConfig, epoch: int, val_iou: float) -> None:
     save_checkpoint(run_dir / "best_model.pth", {
         "model_state_dict": model.sam.state_dict(), "config": cfg.to_dict(), "strategy": model.strategy,
@@ -97,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config)
+    payload = load_resume_payload(args.resume, args.config, cfg) if args.resume else None
     ctx = setup_distributed(None if args.device == "auto" else args.device)
     device, t = ctx.device, cfg.training
     seed_everything(t.seed)
@@ -144,15 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"{trainable['trainable_parameters']:,}", f"{trainable['total_parameters']:,}", parts, amp.describe())
 
     start_epoch, step, best_iou = 0, 0, -1.0
-    if args.resume:
-        payload = load_checkpoint(args.resume)
-        stored = ((payload.get("extra") or {}) if isinstance(payload, dict) else {}).get("config", {})
-        current = cfg.to_dict()
-        for section in ("model", "finetuning"):  # the base weights' path may move; the architecture may not
-            ignored = {"checkpoint"}
-            if {k: v for k, v in stored.get(section, {}).items() if k not in ignored} != \
-                    {k: v for k, v in current[section].items() if k not in ignored}:
-                raise CheckpointError(f"{args.resume}: was trained with a different `{section}` section than {args.config}")
+    if payload is not None:
         try:
             state = restore_training_state(payload, model=model, optimizer=optimizer, scheduler=scheduler,
                                            stepper=stepper)

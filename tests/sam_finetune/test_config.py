@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from projects.sam_finetune.config import ConfigError, FinetuneConfig, config_from_dict, load_config
+from projects.sam_finetune.config import (
+    ConfigError,
+    FinetuneConfig,
+    config_from_dict,
+    load_config,
+    resume_differences,
+)
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "projects" / "sam_finetune" / "config.yaml"
 
@@ -89,3 +95,20 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, monkeypatch, capsys):
         assert module.cli() == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "bad.yaml: data.prompt_mode: expected one of 'box', 'point', 'both'" in err
+
+
+def test_resume_differences_name_key_paths_and_ignore_machine_settings():
+    stored = FinetuneConfig().to_dict()
+    moved = FinetuneConfig().to_dict()
+    moved["model"]["checkpoint"], moved["data"]["data_dir"], moved["data"]["num_workers"] = "/new/sam.pth", "/new", 4
+    moved["training"]["num_epochs"], moved["training"]["checkpoint_every"] = 50, 1
+    moved["output"] = {"output_dir": "/elsewhere", "experiment_name": "renamed"}
+    moved["device"]["find_unused_parameters"] = True
+    assert resume_differences(stored, moved) == []
+    changed = FinetuneConfig().to_dict()
+    changed["data"]["image_size"], changed["data"]["augment"]["scale_range"] = 512, [0.5, 1.0]
+    changed["training"]["optimizer"]["type"], changed["loss"]["iou_loss"]["weight"] = "lion", 0.0
+    del changed["data"]["prompt_mode"]  # a key the current schema lacks
+    assert resume_differences(stored, changed) == [
+        "data.augment.scale_range: [1.0, 1.0] -> [0.5, 1.0]", "data.image_size: 1024 -> 512",
+        "data.prompt_mode: box -> <absent>", "loss.iou_loss.weight: 1.0 -> 0.0", "training.optimizer.type: adamw -> lion"]

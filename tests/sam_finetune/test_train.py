@@ -142,15 +142,61 @@ def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(full_run, tmp
     assert load_checkpoint(resumed_dir / "latest_model.pth")["epoch"] == 4
 
 
-def test_resume_with_another_strategy_is_refused(full_run, tmp_path):
-    run_dir = Path(full_run["summary"]["run_dir"])
+def _run_config(run_dir: Path) -> dict:
     data = json.loads((run_dir / "config.json").read_text())
     del data["resolved"]
+    return data
+
+
+def test_resume_with_another_strategy_is_refused(full_run, tmp_path):
+    run_dir = Path(full_run["summary"]["run_dir"])
+    data = _run_config(run_dir)
     data["finetuning"]["strategy"] = "lora"
     path = write_config(tmp_path / "other.yaml", data)
     shutil.copy(run_dir / "checkpoint_epoch_1.pth", tmp_path / "checkpoint_epoch_1.pth")
-    with pytest.raises(CheckpointError, match="checkpoint_epoch_1.pth: was trained with a different `finetuning` section"):
+    with pytest.raises(CheckpointError, match="checkpoint_epoch_1.pth: was trained with settings that .*other.yaml "
+                                              "changes: finetuning.strategy: full -> lora \\(a resume may"):
         train.main(["--config", str(path), "--resume", str(tmp_path / "checkpoint_epoch_1.pth")])
+
+
+def test_resume_with_other_data_or_loss_settings_is_refused_before_training(full_run, tmp_path):
+    run_dir = Path(full_run["summary"]["run_dir"])
+    data = _run_config(run_dir)
+    data["data"]["normalization"] = "zero_one"
+    data["loss"]["segmentation_loss"]["type"] = "focal"
+    data["data"]["num_workers"] = 1  # may change: alone it would not be refused, and it is not named
+    path = write_config(tmp_path / "other.yaml", data)
+    shutil.copy(run_dir / "checkpoint_epoch_1.pth", tmp_path / "checkpoint_epoch_1.pth")
+    with pytest.raises(CheckpointError) as refused:
+        train.main(["--config", str(path), "--resume", str(tmp_path / "checkpoint_epoch_1.pth")])
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path / 'checkpoint_epoch_1.pth'}: ")
+    assert str(path) in message and "num_workers:" not in message
+    assert "data.normalization: sam -> zero_one; loss.segmentation_loss.type: dice_bce -> focal (" in message
+    assert not (tmp_path / "latest_model.pth").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_resume_with_moved_data_and_more_epochs_continues(full_run, directory_data, tmp_path):
+    run_dir = Path(full_run["summary"]["run_dir"])
+    moved_data, resumed_dir = tmp_path / "moved_data", tmp_path / "resumed"
+    shutil.copytree(directory_data, moved_data)
+    resumed_dir.mkdir()
+    shutil.copy(run_dir / "checkpoint_epoch_4.pth", resumed_dir / "checkpoint_epoch_4.pth")
+    data = _run_config(run_dir)
+    data["data"]["data_dir"] = str(moved_data)
+    data["training"]["num_epochs"] = 6  # the run had 5
+    data["output"]["output_dir"] = str(tmp_path / "elsewhere")
+    path = write_config(tmp_path / "moved.yaml", data)
+    summary = train.main(["--config", str(path), "--resume", str(resumed_dir / "checkpoint_epoch_4.pth")])
+    assert summary["run_dir"] == str(resumed_dir) and summary["epochs"] == 6
+    assert json.loads((resumed_dir / "config.json").read_text())["data"]["data_dir"] == str(moved_data)
+    rows = read_jsonl(resumed_dir / "metrics.jsonl")
+    assert [r["epoch"] for r in rows if "val/iou" in r] == [4, 5]
+    assert load_checkpoint(resumed_dir / "latest_model.pth")["epoch"] == 5
+    lrs = [r["lr"] for r in rows if "lr" in r]  # the cosine now spans 6 epochs: it reaches 0 only at the end
+    assert len(lrs) == 24 and lrs[0] > 1e-3 and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    before, after = _state(resumed_dir / "checkpoint_epoch_4.pth"), _state(resumed_dir / "latest_model.pth")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.parametrize("strategy", ["adapter", "lora"])
