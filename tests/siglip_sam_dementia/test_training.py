@@ -189,30 +189,3 @@ def test_bad_dataset_or_checkpoint_stops_with_one_line(corpus_dir, tiny_model_di
                     str(tmp_path / "latest_model.pth"))
     assert "\n" not in str(error.value)
 
-
-def write_summary(root, name, optimizer, test_auc, loss="cross_entropy", held_out="Greek", parser="cross_lingual"):
-    run_dir = root / name
-    run_dir.mkdir(parents=True)
-    train = [lang for lang in ("English", "Spanish", "Mandarin", "Greek") if lang != held_out][:3]
-    (run_dir / "training_summary_20260101-000000.json").write_text(json.dumps({
-        "optimizer_type": optimizer, "loss_type": loss, "modality": "multimodal", "parser": parser,
-        "languages": [*train, held_out], "train_languages": train if parser == "cross_lingual" else None,
-        "test_languages": [held_out] if parser == "cross_lingual" else None,
-        "train_acc": 0.9, "test_acc": 0.7, "generalization_gap": 0.2, "test_auc": test_auc}))
-
-
-def test_cross_lingual_table_averages_seeds_and_keeps_experiments_apart(tmp_path):
-    for seed, (sam_auc, adamw_auc) in enumerate([(0.80, 0.70), (0.90, 0.60)]):
-        write_summary(tmp_path, f"sam_ce_{seed}", "sam", sam_auc)
-        write_summary(tmp_path, f"adamw_ce_{seed}", "adamw", adamw_auc)
-    write_summary(tmp_path, "sam_focal", "sam", 0.10, loss="focal")  # another experiment: never averaged in
-    write_summary(tmp_path, "lion_ce", "lion", 0.99)  # not part of the SAM vs AdamW table
-    write_summary(tmp_path, "sam_es", "sam", 0.65, held_out="Spanish")
-    write_summary(tmp_path, "pooled", "adamw", 0.99, parser="all")
-    table = results.results_markdown([tmp_path]).split("## Cross-lingual transfer")[1]
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert rows == [
-        "| Greek | English+Spanish+Mandarin | cross_entropy | multimodal | 0.850 ± 0.071 | 0.650 ± 0.071 | +0.200 |",
-        "| Greek | English+Spanish+Mandarin | focal | multimodal | 0.100 | — | — |",
-        "| Spanish | English+Mandarin+Greek | cross_entropy | multimodal | 0.650 | — | — |",
-    ]
