@@ -7,11 +7,13 @@ the process's peak resident set (VmHWM), which Linux lets a process reset by wri
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.metadata
 import os
 import platform
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,18 @@ def saved_activation_bytes(fn):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         result = fn()
     return sum(storages.values()), result
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int = 1) -> Iterator[None]:
+    """Run with `count` intra-op CPU threads, restoring the previous number afterwards. Tiny models'
+    ops last microseconds: on a small shared CPU extra threads only spin and contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def free_memory() -> None:

@@ -17,6 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from projects.dformer_sam_attention.models.builder import ModelSettings, build_model
+from shared.memory import cpu_threads
 
 
 def sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -71,12 +72,8 @@ def params(model: torch.nn.Module) -> int:
 
 
 def run_bench() -> list[dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: stable ratios on a shared CPU (two threads spin under load)
-    try:
+    with cpu_threads(1):  # one thread: stable ratios on a shared CPU (two threads spin under load)
         return measure()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def measure() -> list[dict]:

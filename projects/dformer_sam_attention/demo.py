@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from projects.dformer_sam_attention.utils.metrics import chance_miou
 from projects.dformer_sam_attention.utils.synthetic_scenes import SYNTHETIC_CLASS_NAMES, make_dataset
 from projects.dformer_sam_attention.utils.tiny_text_encoder import make_tiny_clip
 from projects.dformer_sam_attention.utils.train import main as train_main
+from shared.memory import cpu_threads
 
 TINY_CONFIG = "local_configs.NYUDepthv2.DFormerv2_Tiny"
 EPOCHS = 20
@@ -45,13 +45,9 @@ def run_demo(out_dir: Path) -> dict:
     data = make_data(out_dir / "data")
     text_encoder = make_tiny_clip(out_dir / "tiny_clip")
     rows = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 0.2M-parameter model: one thread is faster than two fighting a busy CPU
-    try:
+    with cpu_threads(1):  # a 0.2M-parameter model: one thread is faster than two fighting a busy CPU
         for preset, (description, flags) in PRESETS.items():
             rows.append(train_preset(preset, description, flags, data, text_encoder, out_dir))
-    finally:
-        torch.set_num_threads(threads)
     table = pd.DataFrame(rows)
     table.to_csv(out_dir / "presets_table.csv", index=False)
     print(table.drop(columns="run_dir").to_string(index=False))

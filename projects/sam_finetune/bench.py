@@ -20,7 +20,6 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from projects.sam_finetune.config import DataConfig, FinetuneConfig, config_from_dict
 from projects.sam_finetune.dataset import PromptedSegmentationDataset, collate_prompted
-from projects.sam_finetune.demo import single_thread
 from projects.sam_finetune.engine import EmbeddingCache, batch_loss
 from projects.sam_finetune.losses import SamFinetuneLoss
 from projects.sam_finetune.modeling.build import MODEL_REGISTRY, build_sam_tiny
@@ -29,6 +28,7 @@ from projects.sam_finetune.modeling.strategies import apply_strategy, count_para
 from projects.sam_finetune.synthetic import make_directory_dataset
 from shared.amp import AmpPolicy
 from shared.distributed import make_dataloader
+from shared.memory import cpu_threads
 from shared.optim import build_optimizer
 from shared.sam import OptimizationStep
 
@@ -127,7 +127,7 @@ def _one_prompt():
 
 
 def run_bench() -> list[dict]:
-    with single_thread():
+    with cpu_threads(1):
         return cache_rows() + strategy_rows()
 
 

@@ -8,7 +8,6 @@ model before training).
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import yaml
 from projects.sam_finetune import evaluate, train
 from projects.sam_finetune.modeling.build import build_sam_tiny
 from projects.sam_finetune.synthetic import make_coco_dataset, make_directory_dataset
+from shared.memory import cpu_threads
 
 IMAGE_SIZE = 64
 SPLITS = {"train": 64, "val": 16}
@@ -47,20 +47,9 @@ def demo_config(data_dir: Path, base_checkpoint: Path, runs_dir: Path, strategy:
     }
 
 
-@contextlib.contextmanager
-def single_thread():
-    """The tiny model's ops are microseconds long: extra intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def run_demo(out_dir: Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
-    with single_thread():
+    with cpu_threads(1):
         data_root = make_data(out_dir / "data")
         torch.manual_seed(0)
         base_checkpoint = out_dir / "tiny_sam_base.pth"

@@ -24,7 +24,6 @@ from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import DatasetE
 from projects.dformer_sam_attention.utils.metrics import chance_miou
 from projects.dformer_sam_attention.utils.synthetic_scenes import make_dataset
 from shared.distributed import DistributedContext
-from tests.dformer_sam_attention.conftest import one_thread
 
 PROJECT = Path(__file__).resolve().parents[2] / "projects" / "dformer_sam_attention"
 CONFIG = "local_configs.NYUDepthv2.DFormerv2_Tiny"
@@ -44,8 +43,7 @@ def small_data(tmp_path_factory) -> Path:
 def base_run(synthetic_data, tiny_clip, tmp_path_factory) -> dict:
     """Preset 1 (all defaults) for 6 epochs on 48 synthetic scenes."""
     runs = tmp_path_factory.mktemp("runs")
-    with one_thread():  # module fixtures run before the function-level autouse one
-        summary = train_cli.main(common(synthetic_data, tiny_clip, runs) + ["--epochs", "6"])
+    summary = train_cli.main(common(synthetic_data, tiny_clip, runs) + ["--epochs", "6"])
     return {"summary": summary, "run_dir": Path(summary["run_dir"]), "runs": runs}
 
 

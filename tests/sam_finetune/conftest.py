@@ -12,15 +12,6 @@ from projects.sam_finetune.synthetic import make_coco_dataset, make_directory_da
 from tests.sam_finetune.helpers import IMAGE_SIZE
 
 
-@pytest.fixture(scope="package", autouse=True)
-def _single_thread():
-    """Tiny-model ops last microseconds; a second intra-op thread only adds contention on 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def directory_data(tmp_path_factory) -> Path:
     return make_directory_dataset(tmp_path_factory.mktemp("directory"), {"train": 24, "val": 6},

@@ -37,3 +37,12 @@ def test_saved_activation_bytes_counts_activations_not_parameters():
     checkpointed, out_ckpt = saved_activation_bytes(lambda: checkpoint(layers, x, use_reentrant=False))
     assert checkpointed < plain / 4
     torch.testing.assert_close(out, out_ckpt)
+
+
+def test_cpu_threads_sets_and_restores():
+    from shared.memory import cpu_threads
+
+    before = torch.get_num_threads()
+    with cpu_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
