@@ -18,15 +18,21 @@ from typing import Any
 import numpy as np
 
 
-def create_run_dir(root: str | os.PathLike, name: str, overwrite: bool = False) -> Path:
-    """`root/name`, or `root/name_1`, `_2`, ... when taken: a run never overwrites another's folder
-    unless `overwrite`."""
+def unique_run_dir(root: str | os.PathLike, name: str, overwrite: bool = False) -> Path:
+    """`root/name`, or `root/name_1`, `_2`, ... when taken (not created): a run never overwrites
+    another's folder unless `overwrite`."""
     root = Path(root)
     candidate = root / name
     suffix = 1
     while candidate.exists() and any(candidate.iterdir()) and not overwrite:
         candidate = root / f"{name}_{suffix}"
         suffix += 1
+    return candidate
+
+
+def create_run_dir(root: str | os.PathLike, name: str, overwrite: bool = False) -> Path:
+    """`unique_run_dir`, created."""
+    candidate = unique_run_dir(root, name, overwrite)
     candidate.mkdir(parents=True, exist_ok=True)
     return candidate
 
@@ -72,7 +78,10 @@ class RunTracker:
     def __init__(self, output_dir: str | os.PathLike, config: Mapping[str, Any], *, use_wandb: bool = False,
                  wandb_project: str | None = None, wandb_entity: str | None = None,
                  run_name: str | None = None, tags: Iterable[str] = (), use_tensorboard: bool = False,
-                 tensorboard_dir: str | os.PathLike | None = None, enabled: bool = True):
+                 tensorboard_dir: str | os.PathLike | None = None, enabled: bool = True,
+                 resume_step: int | None = None, wandb_id: str | None = None):
+        """`resume_step`: the run continues after this step (TensorBoard events past it are purged);
+        `wandb_id`: continue (or start) the wandb run with this id. `shared.run.open_run` sets both."""
         self.output_dir = Path(output_dir)
         self.enabled = enabled
         self.metrics_path = self.output_dir / "metrics.jsonl"
@@ -89,11 +98,14 @@ class RunTracker:
             self.wandb_mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
             self.wandb_run = wandb.init(project=wandb_project, entity=wandb_entity, name=run_name,
                                         tags=list(tags), config=to_jsonable(config), dir=str(self.output_dir),
-                                        mode=self.wandb_mode)
+                                        mode=self.wandb_mode, id=wandb_id,
+                                        resume="allow" if wandb_id else None)
         if use_tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb_writer = SummaryWriter(log_dir=str(tensorboard_dir or self.output_dir / "runs"))
+            purge_step = resume_step + 1 if resume_step is not None else None
+            self.tb_writer = SummaryWriter(log_dir=str(tensorboard_dir or self.output_dir / "runs"),
+                                           purge_step=purge_step)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         if not self.enabled:
