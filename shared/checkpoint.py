@@ -198,8 +198,8 @@ def capture_training_state(*, model: nn.Module, optimizer: torch.optim.Optimizer
 
 def restore_training_state(source: str | os.PathLike | Mapping[str, Any], *, model: nn.Module,
                            optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                           stepper: Any = None) -> dict[str, Any]:
-    name = str(source) if isinstance(source, (str, os.PathLike)) else "resume state"
+                           stepper: Any = None, source_name: str | None = None) -> dict[str, Any]:
+    name = source_name or (str(source) if isinstance(source, (str, os.PathLike)) else "resume state")
     payload = load_checkpoint(source) if isinstance(source, (str, os.PathLike)) else source
     if not isinstance(payload, Mapping) or "model_state_dict" not in payload or "epoch" not in payload:
         raise CheckpointError(f"{name}: not a resumable training checkpoint (needs model_state_dict and epoch)")

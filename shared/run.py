@@ -4,7 +4,7 @@
     resume = load_resume(args.resume, config, RESUME_MAY_CHANGE) if args.resume else None
     run_dir = choose_run_dir(resume=resume, output_dir=args.output_dir, root="outputs", name=run_name)
     tracker = open_run(run_dir, config, resume=resume, is_main=ctx.is_main, use_tensorboard=True)
-    ...                                                      # restore_training_state(resume.payload, ...)
+    ...                                                      # resume.restore(model=..., optimizer=...)
     save_checkpoint(run_dir / "latest_model.pth",
                     capture_training_state(..., extra={"config": config}))
 
@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.checkpoint import CheckpointError, load_checkpoint
+from torch import nn
+
+from shared.checkpoint import CheckpointError, load_checkpoint, restore_training_state
 from shared.tracking import RunTracker, to_jsonable, unique_run_dir
 
 # Keys that a longer run may increase on resume (the schedule is rebuilt for the new length by
@@ -96,6 +98,12 @@ class ResumePoint:
     step: int
     epoch: int
     config: dict[str, Any]
+
+    def restore(self, *, model: nn.Module, optimizer: Any = None, scheduler: Any = None,
+                stepper: Any = None) -> dict[str, Any]:
+        """`restore_training_state` from this checkpoint; errors name its file."""
+        return restore_training_state(self.payload, model=model, optimizer=optimizer, scheduler=scheduler,
+                                      stepper=stepper, source_name=str(self.checkpoint))
 
 
 def stored_config(checkpoint: Path, payload: Mapping[str, Any]) -> dict[str, Any]:

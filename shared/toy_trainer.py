@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -22,14 +21,18 @@ from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
 from shared.amp import AmpPolicy
-from shared.checkpoint import capture_training_state, restore_training_state, save_checkpoint
+from shared.checkpoint import CheckpointError, capture_training_state, save_checkpoint
+from shared.cli_errors import run_reporting_errors
 from shared.distributed import cleanup_distributed, make_dataloader, set_loader_epoch, setup_distributed
 from shared.optim import OPTIMIZERS, SAM_BASES, build_optimizer, build_scheduler, resolve_lr_and_weight_decay
+from shared.run import RunError, choose_run_dir, load_resume, open_run
 from shared.sam import OptimizationStep
 from shared.seeding import seed_everything
-from shared.tracking import RunTracker
 
 INPUT_DIM = 20
+# What a resume may change without making it another experiment: the sleep used to interrupt
+# a run in tests, and how often it checkpoints. `epochs` may grow (shared.run's default).
+RESUME_MAY_CHANGE = ("step_delay", "checkpoint_every")
 
 
 def make_toy_data(n_train: int, n_test: int, label_noise: float, seed: int) -> tuple[TensorDataset, TensorDataset]:
@@ -62,7 +65,8 @@ class ToyClassifier(nn.Module):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir", default=None,
+                        help="the run folder (default: runs/toy, or the --resume checkpoint's own folder)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sam")
     parser.add_argument("--sam_base", choices=SAM_BASES, default="adamw")
     parser.add_argument("--sam_rho", type=float, default=0.05)
@@ -99,7 +103,6 @@ def accuracy(model: nn.Module, dataset: TensorDataset) -> float:
 def train(args: argparse.Namespace) -> dict:
     ctx = setup_distributed(device="cpu")
     seed_everything(args.seed)
-    output_dir = Path(args.output_dir)
     train_set, test_set = make_toy_data(args.n_train, args.n_test, args.label_noise, args.seed)
     loader = make_dataloader(train_set, args.batch_size, shuffle=True, seed=args.seed, drop_last=True)
     model = ToyClassifier()
@@ -112,12 +115,15 @@ def train(args: argparse.Namespace) -> dict:
                                warmup_steps=args.warmup_steps)
     stepper = OptimizationStep(model, optimizer, AmpPolicy.create("cpu", args.mixed_precision),
                                max_grad_norm=args.max_grad_norm)
+    config = {key: value for key, value in vars(args).items() if key not in ("output_dir", "resume")}
+    config.update(lr=lr, weight_decay=weight_decay)
+    resume = load_resume(args.resume, config, may_change=RESUME_MAY_CHANGE) if args.resume else None
+    output_dir = choose_run_dir(resume=resume, output_dir=args.output_dir, root="runs", name="toy")
     start_epoch, step = 0, 0
-    if args.resume:
-        state = restore_training_state(args.resume, model=model, optimizer=optimizer, scheduler=schedule,
-                                       stepper=stepper)
+    if resume is not None:
+        state = resume.restore(model=model, optimizer=optimizer, scheduler=schedule, stepper=stepper)
         start_epoch, step = state["epoch"], state["step"]
-    tracker = RunTracker(output_dir, {**vars(args), "lr": lr, "weight_decay": weight_decay}, enabled=ctx.is_main)
+    tracker = open_run(output_dir, config, resume=resume, is_main=ctx.is_main)
 
     def loss_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
@@ -126,7 +132,8 @@ def train(args: argparse.Namespace) -> dict:
     def save_latest(epoch: int) -> None:
         if ctx.is_main:
             save_checkpoint(output_dir / "latest_model.pth", capture_training_state(
-                model=model, optimizer=optimizer, scheduler=schedule, stepper=stepper, epoch=epoch, step=step))
+                model=model, optimizer=optimizer, scheduler=schedule, stepper=stepper, epoch=epoch, step=step,
+                extra={"config": config}))
 
     k = args.gradient_accumulation_steps
     for epoch in range(start_epoch, args.epochs):
@@ -138,11 +145,12 @@ def train(args: argparse.Namespace) -> dict:
             if batch_index < done_in_epoch:
                 continue
             micro_batches = list(zip(x.chunk(k), y.chunk(k)))
+            lr_used = schedule.get_last_lr()[0]  # the rate this step applies; the schedule then moves on
             result = stepper.step(loss_fn, micro_batches)
             schedule.step_iteration()
             step += 1
-            progress.set_postfix(loss=f"{result.loss:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}")
-            tracker.log({"train_loss": result.loss, "lr": schedule.get_last_lr()[0], "epoch": epoch}, step)
+            progress.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr_used:.2e}")
+            tracker.log({"train_loss": result.loss, "lr": lr_used, "epoch": epoch}, step)
             if args.checkpoint_every and step % args.checkpoint_every == 0:
                 save_latest(epoch)
             if args.step_delay:
@@ -170,5 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
     return train(parse_args(argv))
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The command line: bad input (a refused resume, a damaged checkpoint) is one line, exit 2."""
+    return run_reporting_errors(lambda: main(argv) and None, (RunError, CheckpointError))
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())

@@ -13,6 +13,7 @@ import torch
 
 from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.toy_trainer import main
+from shared.tracking import read_jsonl
 
 COMMON = ["--epochs", "3", "--optimizer", "sam", "--n_train", "128", "--n_test", "256", "--checkpoint_every", "3",
           "--seed", "7"]
@@ -50,6 +51,12 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+    # step 7 was logged before the kill and again after the resume: only once in the file
+    rows = read_jsonl(killed / "metrics.jsonl")
+    train_steps = [row["step"] for row in rows if "train_loss" in row]
+    assert train_steps == sorted(set(train_steps)) == list(range(1, 13))
+    full_losses = {row["step"]: row["train_loss"] for row in read_jsonl(full / "metrics.jsonl") if "train_loss" in row}
+    assert {row["step"]: row["train_loss"] for row in rows if "train_loss" in row} == full_losses
 
 
 def test_sam_and_adamw_learn_and_report_the_gap(tmp_path):
@@ -71,9 +78,10 @@ def test_resume_from_a_bad_checkpoint_fails_clearly_and_keeps_the_good_one(tmp_p
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good[: len(good) // 2])
     with pytest.raises(CheckpointError, match="truncated.pth: not a readable checkpoint"):
-        main(["--output_dir", str(run), "--epochs", "2", "--resume", str(truncated)])
+        main(["--output_dir", str(run), "--epochs", "2", "--n_train", "64", "--n_test", "64", "--resume", str(truncated)])
     foreign = tmp_path / "foreign.pth"
-    torch.save({"model_state_dict": {"encoder.weight": torch.zeros(2)}, "epoch": 1}, foreign)
+    torch.save({**load_checkpoint(run / "latest_model.pth"), "model_state_dict": {"encoder.weight": torch.zeros(2)}},
+               foreign)
     with pytest.raises(CheckpointError, match=r"foreign.pth: does not fit ToyClassifier: .*missing keys"):
-        main(["--output_dir", str(run), "--epochs", "2", "--resume", str(foreign)])
+        main(["--output_dir", str(run), "--epochs", "2", "--n_train", "64", "--n_test", "64", "--resume", str(foreign)])
     assert (run / "latest_model.pth").read_bytes() == good
