@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from projects.sam_finetune.preprocess import IntensityMapping
+
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 
 
@@ -47,6 +49,7 @@ class DataConfig:
     val_split: str = "val"
     image_size: int = 1024
     normalization: Literal["sam", "zero_one"] = "sam"  # SAM mean/std, or MedSAM's [0, 1]
+    intensity: IntensityMapping = field(default_factory=IntensityMapping)  # stored values -> 0..255
     prompt_mode: Literal["box", "point", "both"] = "box"
     num_points: int = 1
     num_negative_points: int = 0
@@ -247,6 +250,8 @@ def _check_ranges(cfg: FinetuneConfig) -> None:
     require(d.max_instances_per_image >= 1, f"data.max_instances_per_image: must be >= 1, got {d.max_instances_per_image}")
     require(d.batch_size >= 1, f"data.batch_size: must be >= 1, got {d.batch_size}")
     require(d.num_workers >= 0, f"data.num_workers: must be >= 0, got {d.num_workers}")
+    intensity_problem = d.intensity.problem()
+    require(intensity_problem is None, f"data.intensity.{intensity_problem}")
     a = d.augment
     require(0.0 <= a.flip_prob <= 1.0, f"data.augment.flip_prob: must be in [0, 1], got {a.flip_prob}")
     require(len(a.scale_range) == 2 and 0 < a.scale_range[0] <= a.scale_range[1],

@@ -24,13 +24,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from projects.sam_finetune.errors import DataError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-
-
-class DataError(ValueError):
-    """A sample or dataset that cannot be used; the message names the file."""
 
 
 @dataclass
