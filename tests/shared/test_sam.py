@@ -248,3 +248,40 @@ def test_saved_weights_buffer_is_one_copy_and_reused():
     stepper.step(lambda b: mse(model, b), [make_batch()])
     assert all(optimizer.state[p]["saved_weight"] is b for p, b in zip(model.parameters(), buffers))
     assert sum(b.numel() for b in buffers) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["sam", "adamw"])
+def test_total_gradient_norm_only_when_clipping_or_tracking(name, monkeypatch):
+    batch = make_batch()
+
+    def one_step(**kwargs):
+        model = make_model()
+        stepper = OptimizationStep(model, build_optimizer(name, model, 0.1, 0.0), **kwargs)
+        return stepper.step(lambda b: mse(model, b), [batch])
+
+    with monkeypatch.context() as patch:  # nothing clips or logs it: no pass over the gradients for it
+        def no_norm_pass(*args, **kwargs):
+            raise AssertionError("a total-norm pass nobody uses")
+        patch.setattr(torch.nn.utils, "get_total_norm", no_norm_pass)
+        patch.setattr(torch.nn.utils, "clip_grad_norm_", no_norm_pass)
+        assert one_step().grad_norm is None
+    tracked = one_step(track_grad_norm=True).grad_norm
+    clipped = one_step(max_grad_norm=1e-3).grad_norm
+    assert tracked is not None and tracked > 1e-3 and clipped == pytest.approx(tracked)
+
+
+@pytest.mark.parametrize("name", ["sam", "adamw"])
+def test_non_finite_loss_skips_the_step_without_scaler(name):
+    model = make_model()
+    stepper = OptimizationStep(model, build_optimizer(name, model, 0.1, 0.0))
+    before = copy.deepcopy(model.state_dict())
+    calls = {"n": 0}
+
+    def loss_nan_in_last_pass(b):
+        calls["n"] += 1
+        loss = mse(model, b)
+        return loss * float("nan") if calls["n"] == (2 if name == "sam" else 1) else loss
+
+    assert stepper.step(loss_nan_in_last_pass, [make_batch()]).skipped
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], atol=0, rtol=0)
