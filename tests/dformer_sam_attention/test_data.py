@@ -134,15 +134,17 @@ def test_validation_is_held_out_of_train_by_image(small_data):
 
 
 def test_sun_rgbd_config_and_images_of_varying_size(small_data):
-    """SUN RGB-D: 37 classes, same folder layout as NYU, images of several sizes (four sensors)."""
+    """SUN RGB-D: 37 classes, the official `labels/` folder, images of several sizes (four sensors)."""
     sun = load_config("local_configs.SUNRGBD.DFormerv2_S")
     assert (sun.dataset_name, sun.num_classes, sun.gt_transform, sun.eval_batch_size) == ("SUNRGBD", 37, True, 1)
     assert (sun.image_height, sun.image_width, sun.class_names[-1]) == (480, 480, "bag")
+    assert (sun.label_folder, sun.channel_order) == ("labels", "rgb")
+    (small_data / "Label").rename(small_data / "labels")
     rgb, depth, label = render_scene(np.random.default_rng(0), 40, 56)  # one train and one test image resized
     for name in ("00001", "00005"):
         cv2.imwrite(str(small_data / "RGB" / f"{name}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(small_data / "Depth" / f"{name}.png"), depth)
-        cv2.imwrite(str(small_data / "Label" / f"{name}.png"), label)
+        cv2.imwrite(str(small_data / "labels" / f"{name}.png"), label)
     config = replace(sun, dataset_path=str(small_data), image_height=32, image_width=32, num_workers=0)
     train = RGBXDataset(config, "train")
     assert {tuple(train[i]["rgb"].shape) for i in range(len(train))} == {(3, 32, 32)}  # one crop size to batch
@@ -163,3 +165,30 @@ def test_command_line_reports_bad_input_in_one_line(tmp_path):
                              "--dataset_path", str(tmp_path / "missing")], cwd=tool, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path / 'missing' / 'train.txt'}: split list does not exist"
+
+
+def test_truncated_jpeg_is_named_or_skipped_not_filled_grey(small_data):
+    path = small_data / "RGB" / "00002.jpg"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # OpenCV would decode this with its bottom half grey
+    assert cv2.imread(str(path)) is not None
+    config = replace(CONFIG, dataset_path=str(small_data))
+    with pytest.raises(DatasetError, match="00002.jpg: damaged or truncated image"):
+        RGBXDataset(config, "train")
+    with pytest.warns(UserWarning, match="skipping sample"):
+        dataset = RGBXDataset(config, "train", skip_bad_samples=True)
+    assert [s["sample"] for s in dataset.skipped] == ["RGB/00002.jpg"]
+
+
+def test_channel_order_follows_the_official_loader(small_data):
+    """NYU: BGR (OpenCV order) normalised with the ImageNet mean in that order, as the official loader."""
+    nyu = load_config("local_configs.NYUDepthv2.DFormerv2_S")
+    assert nyu.channel_order == "bgr" and nyu.official_recipe
+    rgb_config = replace(CONFIG, dataset_path=str(small_data), channel_order="rgb")
+    bgr_config = replace(rgb_config, channel_order="bgr")
+    rgb_item, bgr_item = RGBXDataset(rgb_config, "test")[0], RGBXDataset(bgr_config, "test")[0]
+    image = cv2.imread(str(small_data / "RGB" / f"{bgr_item['name']}.jpg"))  # BGR as OpenCV reads it
+    mean, std = np.array(CONFIG.norm_mean), np.array(CONFIG.norm_std)
+    expected = ((image / 255.0 - mean) / std).transpose(2, 0, 1)
+    np.testing.assert_allclose(bgr_item["rgb"].numpy(), expected, atol=1e-5)
+    assert torch.equal(bgr_item["depth"], rgb_item["depth"]) and not torch.equal(bgr_item["rgb"], rgb_item["rgb"])

@@ -18,8 +18,8 @@ from projects.dformer_sam_attention.models.encoders.DFormerv2 import (
 )
 from shared.checkpoint import CheckpointError
 
-# the reference folder sits beside the repository: ../shared/reference/
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "dformerv2_encoder_state_dict.json"
+# a copy of the reference manifest (../shared/reference/), kept in the repository so a clone tests alone
+REFERENCE = Path(__file__).resolve().parent / "data" / "dformerv2_encoder_state_dict.json"
 
 
 @pytest.mark.parametrize("name", ["DFormerv2_S", "DFormerv2_B", "DFormerv2_L"])
@@ -89,10 +89,24 @@ def test_pretrained_weights_load_with_backbone_prefix_and_report(tmp_path):
     torch.testing.assert_close(target.patch_embed.proj[0].weight, source.patch_embed.proj[0].weight)
     torch.testing.assert_close(target.layers[3].blocks[0].Attention.q_proj.weight,
                                source.layers[3].blocks[0].Attention.q_proj.weight)
-    wrong = {"backbone.patch_embed.proj.0.weight": torch.zeros(1, 1, 1, 1)}
+    # a file that does not fit (one mismatch, or < 95% of the encoder's tensors) is an error naming it
+    wrong = dict(state)
+    wrong["backbone.patch_embed.proj.0.weight"] = torch.zeros(1, 1, 1, 1)
     torch.save(wrong, tmp_path / "wrong.pth")
-    report = load_pretrained_backbone(target, tmp_path / "wrong.pth")
+    with pytest.raises(CheckpointError, match=r"wrong.pth: does not fit this encoder .*patch_embed.proj.0.weight "
+                                              r"\(1, 1, 1, 1\) vs model"):
+        load_pretrained_backbone(target, tmp_path / "wrong.pth")
+    partial = {k: v for i, (k, v) in enumerate(state.items()) if i % 2}  # half of the encoder
+    torch.save(partial, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"partial.pth: does not fit this encoder \(\d+ of \d+ tensors load"):
+        load_pretrained_backbone(target, tmp_path / "partial.pth")
+    report = load_pretrained_backbone(target, tmp_path / "wrong.pth", allow_partial=True)  # explicit: loads what fits
     assert report.mismatched and report.mismatched[0][0] == "patch_embed.proj.0.weight"
+    wider = BACKBONES["DFormerv2_Tiny"]()  # e.g. B weights into S: other widths, so nothing fits
+    wider_state = {k: torch.zeros(*v.shape[:-1], v.shape[-1] + 1) if v.ndim else v for k, v in wider.state_dict().items()}
+    torch.save(wider_state, tmp_path / "wider.pth")
+    with pytest.raises(CheckpointError, match="wider.pth: does not fit this encoder"):
+        load_pretrained_backbone(target, tmp_path / "wider.pth")
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="broken.pth"):
         load_pretrained_backbone(target, tmp_path / "broken.pth")
@@ -106,3 +120,32 @@ def test_batchnorm_is_plain_and_encoder_alignment_needs_text():
         encoder(torch.randn(1, 3, 32, 32), torch.rand(1, 1, 32, 32))
     with pytest.raises(ValueError, match="sam_stages"):
         BACKBONES["DFormerv2_Tiny"](sam_stages=(4,))
+
+
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
+    """Checkpointed blocks recompute their activations in backward; drop path replays its RNG state."""
+    torch.manual_seed(0)
+    plain = BACKBONES["DFormerv2_Tiny"](drop_path_rate=0.3, sam_stages=(1, 3), text_dim=8).train()
+    checkpointed = BACKBONES["DFormerv2_Tiny"](drop_path_rate=0.3, sam_stages=(1, 3), text_dim=8).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.set_gradient_checkpointing(True)
+    rgb, depth, text = torch.randn(2, 3, 64, 64), torch.rand(2, 1, 64, 64), torch.randn(5, 8)
+    results = []
+    for encoder in (plain, checkpointed):
+        torch.manual_seed(1)
+        outs = encoder(rgb, depth, text)
+        sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
+        results.append((outs, {n: p.grad for n, p in encoder.named_parameters()}))
+    (outs_a, grads_a), (outs_b, grads_b) = results
+    for a, b in zip(outs_a, outs_b):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5, msg=name)
+    # and it does recompute: the checkpointed forward keeps fewer tensors for backward
+    saved = {id(plain): [], id(checkpointed): []}
+    for encoder in (plain, checkpointed):
+        sizes = saved[id(encoder)]
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, sizes=sizes: sizes.append(t.numel()) or t, lambda t: t):
+            encoder(rgb, depth, text)
+    assert sum(saved[id(checkpointed)]) < 0.5 * sum(saved[id(plain)])

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from projects.dformer_sam_attention.models.text_embeddings import ClassTextEmbedder
+from shared.hub import ModelNotFoundError
 
 NAMES = ["wall", "floor", "box"]
 
@@ -38,10 +39,29 @@ def test_cached_per_class_list_without_loading_the_model_again(tiny_clip, tmp_pa
 
 
 def test_bad_text_encoder_is_named(tmp_path):
-    with pytest.raises(OSError, match="--text_encoder .*missing_model"):
+    with pytest.raises(ModelNotFoundError, match="missing_model: not a local folder .* pass --text_encoder DIR"):
         ClassTextEmbedder(tmp_path / "missing_model").encode(NAMES)
+    with pytest.raises(ModelNotFoundError, match="org/not-cached: not a local folder and not in the Hugging Face"):
+        ClassTextEmbedder("org/not-cached", cache_dir=tmp_path).encode(NAMES)
     with pytest.raises(ValueError, match="needs a"):
         ClassTextEmbedder("x", template="no slot")
+
+
+def test_cache_is_keyed_by_the_model_files_not_the_path(tiny_clip, tmp_path):
+    """Replacing the model files at the same path must not reuse the old embeddings."""
+    import shutil
+
+    from projects.dformer_sam_attention.utils.tiny_text_encoder import make_tiny_clip
+
+    folder = tmp_path / "clip"
+    shutil.copytree(tiny_clip, folder)
+    first = ClassTextEmbedder(folder, cache_dir=tmp_path / "cache").encode(NAMES)
+    shutil.rmtree(folder)
+    make_tiny_clip(folder, seed=1)  # other weights, same path
+    embedder = ClassTextEmbedder(folder, cache_dir=tmp_path / "cache")
+    second = embedder.encode(NAMES)
+    assert embedder.model_loads == 1 and not torch.allclose(first, second)
+    assert len(list((tmp_path / "cache").glob("text_embeddings_*.pt"))) == 2
 
 
 def test_siglip_text_tower_uses_its_training_padding(tiny_clip, tmp_path):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from projects.dformer_sam_attention.local_configs.config import ConfigError
 from projects.dformer_sam_attention.models.decoders.ham_head import LightHamHead
 from projects.dformer_sam_attention.models.text_embeddings import ClassTextEmbedder
 from projects.dformer_sam_attention.utils import eval as eval_cli
@@ -23,6 +24,7 @@ from projects.dformer_sam_attention.utils import train as train_cli
 from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import DatasetError
 from projects.dformer_sam_attention.utils.metrics import chance_miou
 from projects.dformer_sam_attention.utils.synthetic_scenes import make_dataset
+from shared.checkpoint import CheckpointError
 from shared.distributed import DistributedContext
 
 PROJECT = Path(__file__).resolve().parents[2] / "projects" / "dformer_sam_attention"
@@ -97,7 +99,7 @@ def test_eval_and_infer_cli_from_the_checkpoint_alone(base_run, synthetic_data, 
     seen = []
     real = infer_cli.predict_probabilities
     monkeypatch.setattr(infer_cli, "predict_probabilities",
-                        lambda *a: seen.append((a[4], a[5], a[6])) or real(*a))
+                        lambda *a, **k: seen.append((a[4], a[5], a[6])) or real(*a, **k))
     written = infer_cli.main(["--checkpoint", str(best), "--rgb", str(folder), "--depth", str(synthetic_data / "Depth"),
                               "--output_dir", str(tmp_path / "folder"), "--alpha", "1", "--mst", "--sliding"])
     assert len(written) == 4 and seen == [((0.75, 1.0, 1.25), True, True)] * 2
@@ -145,7 +147,8 @@ def built_model(argv: list[str]):
     settings = train_cli.model_settings(args, config, text_dim=8)
     from projects.dformer_sam_attention.models.builder import build_model
 
-    return build_model(settings, torch.zeros(config.num_classes, 8) if settings.text_guidance else None)
+    return build_model(settings, torch.zeros(config.num_classes, 8) if settings.text_guidance else None,
+                       gradient_checkpointing=args.gradient_checkpointing)
 
 
 @pytest.mark.parametrize("argv, check", [
@@ -162,6 +165,9 @@ def built_model(argv: list[str]):
     (["--sam-enc-stages", ""], lambda m: len(m.backbone.semantic_alignment) == 0 and m.uses_text),
     (["--no-enable-text-guidance"], lambda m: not m.uses_text and not hasattr(m.decode_head, "alignment")),
     (["--decoder", "ham"], lambda m: isinstance(m.decode_head, LightHamHead)),
+    (["--text-logit-init", "3.0"], lambda m: float(m.decode_head.text_logit_scale()) == pytest.approx(3.0)),
+    (["--no-text-logit-learnable"], lambda m: not m.decode_head.text_logit_scale.learnable),
+    (["--gradient_checkpointing"], lambda m: all(layer.gradient_checkpointing for layer in m.backbone.layers)),
 ])
 def test_every_model_flag_reaches_the_model(argv, check):
     default = built_model([])
@@ -184,13 +190,14 @@ def test_config_flags_and_bad_values(capsys):
         with pytest.raises(SystemExit):
             train_cli.parse_args(["--config", CONFIG] + bad)
         assert message in capsys.readouterr().err
-    with pytest.raises(ValueError, match="no such config module"):
+    with pytest.raises(ConfigError, match="no such config module"):
         train_cli.resolve_config(train_cli.parse_args(["--config", "local_configs.Nope"]))
-    for name, backbone, classes in (("NYUDepthv2.DFormerv2_B", "DFormerv2_B", 40),
-                                    ("NYUDepthv2.DFormerv2_L", "DFormerv2_L", 40),
-                                    ("SUNRGBD.DFormerv2_S", "DFormerv2_S", 37)):
+    for name, backbone, classes, lr in (("NYUDepthv2.DFormerv2_B", "DFormerv2_B", 40, 6e-5),
+                                        ("NYUDepthv2.DFormerv2_L", "DFormerv2_L", 40, 6e-5),
+                                        ("SUNRGBD.DFormerv2_S", "DFormerv2_S", 37, 8e-5),
+                                        ("SUNRGBD.DFormerv2_L", "DFormerv2_L", 37, 8e-5)):
         config = train_cli.resolve_config(train_cli.parse_args(["--config", f"local_configs.{name}"]))
-        assert (config.backbone, config.num_classes, config.lr, config.weight_decay) == (backbone, classes, 6e-5, 0.01)
+        assert (config.backbone, config.num_classes, config.lr, config.weight_decay) == (backbone, classes, lr, 0.01)
     config_file = PROJECT / "local_configs" / "NYUDepthv2" / "DFormerv2_S.py"
     assert train_cli.resolve_config(train_cli.parse_args(["--config", str(config_file)])).backbone == "DFormerv2_S"
 
@@ -214,7 +221,7 @@ def test_optimizer_seed_and_pretrained_flags_change_training(small_data, tiny_cl
     pretrained = train_cli.main(base + ["--pretrained_model", str(tmp_path / "pretrained.pth")])
     assert "pretrained.pth into the backbone: all keys match" in capsys.readouterr().out
     assert not same_weights(final_weights(Path(pretrained["run_dir"])), weights["adamw"])
-    with pytest.raises(FileNotFoundError, match="nowhere.pth: pretrained backbone weights not found"):
+    with pytest.raises(CheckpointError, match="nowhere.pth: pretrained backbone weights not found"):
         train_cli.main(base + ["--pretrained_model", str(tmp_path / "nowhere.pth")])
 
 
@@ -260,7 +267,7 @@ def test_val_fraction_chooses_the_validation_images(small_data, tiny_clip, tmp_p
     capsys.readouterr()
     on_test = train_cli.main(base + ["--val_fraction", "0"])
     assert on_test["validation_split"] == "test" and sizes == [2, 2]
-    assert "choosing checkpoints on the test split" in capsys.readouterr().out
+    assert "validating on the test split" in capsys.readouterr().out
     assert on_test["best_val_miou"] == pytest.approx(on_test["test_miou"])
     with pytest.raises(SystemExit):
         train_cli.parse_args(["--config", CONFIG, "--val_fraction", "1"])
@@ -282,6 +289,7 @@ PRESETS = {
           "sam_encoder_use_cosine": True, "sam_encoder_learnable_temp": True, "sam_encoder_logit_init": 14.285714},
     "5": {"enable_text_guidance": False, "decoder": "ham"},
     "6": {"sam_enc_stages": ()},
+    "7": {"enable_text_guidance": False},
 }
 
 
@@ -298,13 +306,13 @@ def test_train_examples_presets_print_and_set_their_flags(preset):
     argv = command[1:]  # an empty argument ("" of preset 6) shows as two spaces, i.e. an empty field
     args = vars(train_cli.parse_args(argv))
     defaults = vars(train_cli.parse_args(["--config", "local_configs.NYUDepthv2.DFormerv2_S", "--epochs", "3"]))
-    changed = {k: v for k, v in args.items() if defaults[k] != v}
+    changed = {k: v for k, v in args.items() if defaults[k] != v and k != "explicit"}
     assert changed == PRESETS[preset]
 
 
 def test_unknown_preset_fails():
-    result = subprocess.run(["bash", str(PROJECT / "train_examples.sh"), "7"], capture_output=True, text=True)
-    assert result.returncode == 2 and "unknown preset '7'" in result.stderr
+    result = subprocess.run(["bash", str(PROJECT / "train_examples.sh"), "8"], capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown preset '8'" in result.stderr
 
 
 @pytest.mark.slow
@@ -337,3 +345,34 @@ def test_train_sh_config_and_gpus():
     single = subprocess.run(["bash", str(PROJECT / "train.sh")], env={**env, "GPUS": "1"}, capture_output=True,
                             text=True, check=True).stdout.split()
     assert single[0].endswith("utils/train.py") and single[1:] == ["--config", CONFIG]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--decoder", "ham", "--sam-decoder-logit-init", "3"], "--sam-decoder-logit-init: cannot apply with --decoder ham"),
+    (["--decoder", "ham", "--text-logit-init", "3"], "--text-logit-init: cannot apply with --decoder ham"),
+    (["--no-enable-text-guidance", "--sam-encoder-use-cosine"], "--sam-encoder-use-cosine: cannot apply with "
+                                                                 "--no-enable-text-guidance"),
+    (["--no-enable-text-guidance", "--sam-enc-stages", "1"], "--sam-enc-stages: cannot apply"),
+    (["--sam-enc-stages", "", "--sam-encoder-logit-init", "2"], "--sam-encoder-logit-init: cannot apply with "
+                                                                 "--sam-enc-stages ''"),
+    (["--sam_rho", "0.1"], "--sam_rho: cannot apply without --optimizer_type sam"),
+    (["--allow_partial_pretrained"], "--allow_partial_pretrained: cannot apply without --pretrained_model"),
+])
+def test_flags_that_cannot_apply_are_errors_not_recorded_settings(argv, message):
+    args = train_cli.parse_args(["--config", CONFIG] + argv)
+    with pytest.raises(train_cli.FlagError, match=message):
+        train_cli.check_flags_apply(args, train_cli.resolve_config(args))
+
+
+def test_official_recipe_splits_the_total_batch_and_validates_on_test():
+    nyu = train_cli.resolve_config(train_cli.parse_args(["--config", "local_configs.NYUDepthv2.DFormerv2_S"]))
+    four_gpus = DistributedContext(0, 0, 4, torch.device("cpu"))
+    assert nyu.official_recipe and train_cli.batch_per_process(nyu, four_gpus) == 4  # total 16 over 4 processes
+    args = train_cli.parse_args(["--config", "local_configs.NYUDepthv2.DFormerv2_S", "--no-official"])
+    ours = train_cli.resolve_config(args)
+    assert not ours.official_recipe and train_cli.batch_per_process(ours, four_gpus) == 16  # per process
+    assert train_cli.validation_fraction(train_cli.parse_args(["--config", "local_configs.NYUDepthv2.DFormerv2_S"]),
+                                         nyu) == 0.0  # the paper protocol: the official test split
+    assert train_cli.validation_fraction(args, ours) == 0.1
+    with pytest.raises(train_cli.FlagError, match="total batch_size 16 is smaller than the 32 processes"):
+        train_cli.batch_per_process(nyu, DistributedContext(0, 0, 32, torch.device("cpu")))

@@ -20,7 +20,14 @@ class SegConfig:
     dataset_name: str
     dataset_path: str
     class_names: tuple[str, ...]
+    label_folder: str = "Label"  # SUN RGB-D's official folder is `labels/`
     gt_transform: bool = True  # labels − 1 so that 0 ("unlabelled") becomes the ignore value 255
+    # the order of the colour channels fed to the network; the official loader reads BGR (OpenCV)
+    # for every dataset except SUN RGB-D with DFormerv2, which it reads as RGB
+    channel_order: str = "bgr"
+    # official recipe: the channel order above, `batch_size` is the total over all processes, and
+    # checkpoints are validated on the official test split (--val_fraction 0); off for the tiny config
+    official_recipe: bool = True
     image_height: int = 480  # training crop
     image_width: int = 640
     train_scale_array: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -34,6 +41,7 @@ class SegConfig:
     drop_path_rate: float = 0.25
     decoder: str = "hsg"  # hsg | ham
     decoder_embed_dim: int = 512
+    ham_channels: int = 512  # LightHamHead's Hamburger width: fixed at 512 in the official head
     decoder_align_heads: int = 8
     text_embed_dim: int = 256  # shared pixel/text space of the HSG text logits
     ham_rank: int = 64
@@ -60,12 +68,16 @@ class SegConfig:
         return len(self.class_names)
 
 
+class ConfigError(ValueError):
+    """A --config that names no config, or a config file that defines none; one line."""
+
+
 def load_config(spec: str) -> SegConfig:
     """`local_configs.NYUDepthv2.DFormerv2_S`, a full module path, or a path to a .py file defining C."""
     path = Path(spec)
     if path.suffix == ".py":
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file does not exist")
+            raise ConfigError(f"--config {path}: config file does not exist")
         module_spec = importlib.util.spec_from_file_location(f"_dformer_config_{path.stem}", path)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
@@ -74,8 +86,18 @@ def load_config(spec: str) -> SegConfig:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError:
-            raise ValueError(f"--config {spec!r}: no such config module ({name})") from None
+            raise ConfigError(f"--config {spec!r}: no such config module ({name}); choose one of "
+                              f"{', '.join(available_configs())} or a .py file defining C") from None
     config = getattr(module, "C", None)
     if not isinstance(config, SegConfig):
-        raise ValueError(f"--config {spec!r}: the module defines no SegConfig named C")
+        raise ConfigError(f"--config {spec!r}: the module defines no SegConfig named C")
+    if config.channel_order not in ("bgr", "rgb"):
+        raise ConfigError(f"--config {spec!r}: channel_order must be 'bgr' or 'rgb', got {config.channel_order!r}")
     return config
+
+
+def available_configs() -> list[str]:
+    """`local_configs.<Dataset>.<Model>` for every config module shipped with the tool."""
+    root = Path(__file__).resolve().parent
+    return sorted(f"local_configs.{p.parent.name}.{p.stem}" for p in root.glob("*/*.py")
+                  if p.stem not in ("__init__", "base"))

@@ -32,18 +32,21 @@ class ModelSettings:
     decoder_align_heads: int = 8
     text_embed_dim: int = 256
     ham_rank: int = 64
+    ham_channels: int = 512
     drop_path_rate: float = 0.1
     text_guidance: bool = True
     text_dim: int = 512
     sam_enc_stages: tuple[int, ...] = (0, 1, 2, 3)
     decoder_attention: AlignmentAttention = AlignmentAttention.decoder_default()
     encoder_attention: AlignmentAttention = AlignmentAttention.encoder_default()
+    text_logit_init: float = 14.285714
+    text_logit_learnable: bool = True
 
 
 class EncoderDecoder(nn.Module):
     """forward(rgb (B, 3, H, W), depth (B, 1, H, W)) → logits (B, num_classes, H, W)."""
 
-    def __init__(self, settings: ModelSettings):
+    def __init__(self, settings: ModelSettings, gradient_checkpointing: bool = False):
         super().__init__()
         if settings.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {settings.backbone!r}: choose from {', '.join(BACKBONES)}")
@@ -56,14 +59,17 @@ class EncoderDecoder(nn.Module):
             sam_stages=settings.sam_enc_stages if text_guided else (),
             text_dim=settings.text_dim, sam_attention=settings.encoder_attention,
         )
+        self.backbone.set_gradient_checkpointing(gradient_checkpointing)
         channels = self.backbone.embed_dims
         if settings.decoder == "hsg":
             self.decode_head = HSGHead(channels, settings.num_classes, channels=settings.decoder_embed_dim,
                                        text_dim=settings.text_dim if text_guided else None,
                                        align_heads=settings.decoder_align_heads,
-                                       attention=settings.decoder_attention, embed_dim=settings.text_embed_dim)
+                                       attention=settings.decoder_attention, embed_dim=settings.text_embed_dim,
+                                       text_logit_init=settings.text_logit_init,
+                                       text_logit_learnable=settings.text_logit_learnable)
         else:
-            self.decode_head = LightHamHead(channels, settings.num_classes, ham_channels=settings.decoder_embed_dim,
+            self.decode_head = LightHamHead(channels, settings.num_classes, ham_channels=settings.ham_channels,
                                             channels=settings.decoder_embed_dim, rank=settings.ham_rank)
         self.uses_text = text_guided and (bool(self.backbone.sam_stages) or settings.decoder == "hsg")
         if self.uses_text:
@@ -113,14 +119,15 @@ def parse_stages(text: str) -> tuple[int, ...]:
 
 
 def build_model(settings: ModelSettings, text_embeddings: Tensor | None = None,
-                pretrained_backbone: str | None = None) -> EncoderDecoder:
-    model = EncoderDecoder(settings)
+                pretrained_backbone: str | None = None, allow_partial_pretrained: bool = False,
+                gradient_checkpointing: bool = False) -> EncoderDecoder:
+    model = EncoderDecoder(settings, gradient_checkpointing=gradient_checkpointing)
     if text_embeddings is not None:
         model.set_text_embeddings(text_embeddings)
     if pretrained_backbone:
         from projects.dformer_sam_attention.models.encoders.DFormerv2 import load_pretrained_backbone
 
-        report = load_pretrained_backbone(model.backbone, pretrained_backbone)
+        report = load_pretrained_backbone(model.backbone, pretrained_backbone, allow_partial=allow_partial_pretrained)
         print(f"loaded {pretrained_backbone} into the backbone: {report.describe()}")
     return model
 

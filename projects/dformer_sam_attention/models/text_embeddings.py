@@ -1,8 +1,12 @@
 """Class-name text embeddings from a transformers text tower (CLIP or SigLIP), cached per class list.
 
 `ClassTextEmbedder(model_path).encode(class_names)` returns (T, C_t) L2-normalised embeddings of the
-prompts "a photo of a {name}." The result is cached on disk under a key made of the model path, the
+prompts "a photo of a {name}." The result is cached on disk under a key made of a hash of the text
+model's files (weights, config, tokenizer: replacing the files at the same path makes a new key), the
 template and the class names, so a second run (or another DDP rank) never loads the text model.
+
+A model name is resolved to its local folder first (a folder, or the Hugging Face cache); a name that is
+neither raises `ModelNotFoundError` with one line saying how to pass a local folder.
 """
 
 from __future__ import annotations
@@ -17,6 +21,39 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shared.checkpoint import load_checkpoint, save_checkpoint
+from shared.hub import ModelNotFoundError, from_pretrained_or_error, missing_model_message
+
+FLAG = "--text_encoder"
+
+
+def local_model_folder(name_or_path: str) -> Path:
+    """The folder holding the model's files: `name_or_path` itself, or its snapshot in the HF cache."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelNotFoundError(f"{name_or_path}: not a model folder (a file)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except Exception as error:  # noqa: BLE001 - any failure means: not available here
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelNotFoundError(missing_model_message(name_or_path, FLAG, first)) from None
+
+
+def model_files_digest(folder: Path) -> str:
+    """sha256 over the names and bytes of every file of the model folder."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    if not files:
+        raise ModelNotFoundError(f"{folder}: empty model folder (pass a transformers model folder to {FLAG})")
+    for file in files:
+        digest.update(str(file.relative_to(folder)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 class ClassTextEmbedder:
@@ -33,7 +70,8 @@ class ClassTextEmbedder:
     def cache_path(self, class_names: Sequence[str]) -> Path | None:
         if self.cache_dir is None:
             return None
-        key = json.dumps([self.model_name_or_path, self.template, list(class_names)])
+        weights = model_files_digest(local_model_folder(self.model_name_or_path))
+        key = json.dumps([weights, self.template, list(class_names)])
         return self.cache_dir / f"text_embeddings_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
     def encode(self, class_names: Sequence[str]) -> Tensor:
@@ -54,12 +92,9 @@ class ClassTextEmbedder:
     def _run_text_tower(self, prompts: list[str]) -> Tensor:
         from transformers import AutoModel, AutoTokenizer
 
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
-            model = AutoModel.from_pretrained(self.model_name_or_path).to(self.device).eval()
-        except OSError as error:
-            raise OSError(f"--text_encoder {self.model_name_or_path}: cannot load a text model "
-                          f"({str(error).splitlines()[0]})") from None
+        folder = str(local_model_folder(self.model_name_or_path))
+        tokenizer = from_pretrained_or_error(AutoTokenizer.from_pretrained, folder, flag=FLAG)
+        model = from_pretrained_or_error(AutoModel.from_pretrained, folder, flag=FLAG).to(self.device).eval()
         self.model_loads += 1
         model_type = getattr(model.config, "model_type", "")
         if "siglip" in model_type:  # SigLIP text towers were trained on 64 padded, lower-cased tokens

@@ -2,6 +2,12 @@
 pixel accuracy and the per-class IoU table.
 
     python projects/dformer_sam_attention/utils/eval.py --checkpoint runs/x/best_model.pth --mst --sliding
+    python projects/dformer_sam_attention/utils/eval.py --checkpoint NYUv2_DFormerv2_Small.pth \
+        --config local_configs.NYUDepthv2.DFormerv2_S --mst          # a published checkpoint, as published
+
+Multi-scale follows the official protocol when the config's recipe is official: each scaled size is
+rounded up to a multiple of 32 and both resizes use align_corners=True, softmax summed over scales
+and flips (official `utils/val_mm.py: evaluate_msf`).
 """
 
 from __future__ import annotations
@@ -47,16 +53,27 @@ def sliding_window_logits(model: nn.Module, rgb: Tensor, depth: Tensor, num_clas
     return (logits / counts)[..., :height, :width]
 
 
+def scaled_size(height: int, width: int, scale: float, official: bool) -> tuple[int, int]:
+    """Official: int(scale·side) rounded up to a multiple of 32; else the nearest integer."""
+    if official:
+        return (math.ceil(int(scale * height) / 32) * 32, math.ceil(int(scale * width) / 32) * 32)
+    return (max(1, round(height * scale)), max(1, round(width * scale)))
+
+
 def predict_probabilities(model: nn.Module, rgb: Tensor, depth: Tensor, num_classes: int,
                           scales: Sequence[float] = (1.0,), flip: bool = False, sliding: bool = False,
-                          crop_hw: tuple[int, int] = (480, 640), stride_rate: float = 2 / 3) -> Tensor:
-    """Softmax probabilities (B, K, H, W) summed over scales (and horizontal flips)."""
+                          crop_hw: tuple[int, int] = (480, 640), stride_rate: float = 2 / 3,
+                          official: bool = False) -> Tensor:
+    """Softmax probabilities (B, K, H, W) summed over scales (and horizontal flips); `official`: sizes
+    and resizing of the official multi-scale evaluation."""
     height, width = rgb.shape[2:]
+    corners = official  # the official evaluation resizes with align_corners=True
     total = rgb.new_zeros(rgb.shape[0], num_classes, height, width, dtype=torch.float32)
     for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        rgb_s = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False) if scale != 1 else rgb
-        depth_s = F.interpolate(depth, size=size, mode="bilinear", align_corners=False) if scale != 1 else depth
+        size = scaled_size(height, width, scale, official)
+        resize = size != (height, width)
+        rgb_s = F.interpolate(rgb, size=size, mode="bilinear", align_corners=corners) if resize else rgb
+        depth_s = F.interpolate(depth, size=size, mode="bilinear", align_corners=corners) if resize else depth
         for flipped in (False, True) if flip else (False,):
             r, d = (rgb_s.flip(-1), depth_s.flip(-1)) if flipped else (rgb_s, depth_s)
             if sliding:
@@ -65,7 +82,7 @@ def predict_probabilities(model: nn.Module, rgb: Tensor, depth: Tensor, num_clas
                 logits = model(r, d).float()
             if flipped:
                 logits = logits.flip(-1)
-            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=corners)
             total += logits.softmax(dim=1)
     return total
 
@@ -83,14 +100,21 @@ def evaluate(model: nn.Module, loader, config: SegConfig, device: torch.device, 
         rgb, depth, label = (batch[k].to(device) for k in ("rgb", "depth", "label"))
         with amp.autocast():
             probs = predict_probabilities(model, rgb, depth, config.num_classes, scales, flip, sliding,
-                                          tuple(config.eval_crop_size), config.eval_stride_rate)
+                                          tuple(config.eval_crop_size), config.eval_stride_rate,
+                                          official=config.official_recipe)
         metrics.update(probs.argmax(dim=1), label)
     return metrics.compute()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Evaluate a trained DFormerv2 segmentation checkpoint.")
-    parser.add_argument("--checkpoint", required=True, help="best_model.pth or latest_model.pth of a run")
+    parser.add_argument("--checkpoint", required=True,
+                        help="best_model.pth / latest_model.pth of a run, or a published DFormerv2 checkpoint")
+    parser.add_argument("--config", default=None,
+                        help="dataset config for a published checkpoint (e.g. local_configs.NYUDepthv2.DFormerv2_S; "
+                             "it sets classes, channel order, normalisation and scales); not used with our own runs")
+    parser.add_argument("--amp", default=False, action=argparse.BooleanOptionalAction,
+                        help="mixed precision, the same autocast as training (bf16, or fp16 on GPUs without bf16)")
     parser.add_argument("--dataset_path", default=None, help="data root (default: the one the run used)")
     parser.add_argument("--mst", default=False, action=argparse.BooleanOptionalAction,
                         help="multi-scale (config eval_scale_array) + flip")
@@ -106,15 +130,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, config = load_trained_model(args.checkpoint, device)
+    model, config = load_trained_model(args.checkpoint, device, config_name=args.config)
     if args.dataset_path:
         config = dataclasses.replace(config, dataset_path=args.dataset_path)
     loader, _ = get_eval_loader(config, "test", skip_bad_samples=False, seed=config.seed)
-    result = evaluate(model, loader, config, device, mst=args.mst, sliding=args.sliding)
+    amp = AmpPolicy.create(device, args.amp)
+    result = evaluate(model, loader, config, device, mst=args.mst, sliding=args.sliding, amp=amp)
     table = per_class_table(result["per_class_iou"], config.class_names)
     print(table.to_string(index=False))
     print(f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_acc']:.2f}  "
-          f"(mst={args.mst}, sliding={args.sliding})")
+          f"(mst={args.mst}, sliding={args.sliding}, {amp.describe()})")
     result["table"] = table.to_dict(orient="records")
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
@@ -122,8 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import DatasetError
-    from shared.checkpoint import CheckpointError
+    from projects.dformer_sam_attention.utils.errors import USER_ERRORS
     from shared.cli_errors import run_reporting_errors
 
-    sys.exit(run_reporting_errors(main, (DatasetError, CheckpointError)))
+    sys.exit(run_reporting_errors(main, USER_ERRORS))

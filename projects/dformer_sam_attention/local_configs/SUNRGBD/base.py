@@ -1,4 +1,5 @@
-"""SUN RGB-D: 37 classes, 5285 train / 5050 test images of varying size, same folder layout as NYU."""
+"""SUN RGB-D: 37 classes, 5285 train / 5050 test images of varying size; the official layout keeps the
+labels in `labels/` (not `Label/`), and the official loader feeds DFormerv2 RGB (not BGR)."""
 
 from projects.dformer_sam_attention.local_configs.config import SegConfig
 
@@ -10,5 +11,9 @@ SUN_CLASS_NAMES = (
     "bathtub", "bag",
 )
 
+# official SUN RGB-D recipe shared by S/B/L: AdamW 8e-5, wd 0.01, poly 0.9, 10 warm-up epochs, 300 epochs,
+# total batch 16, decoder width 1024, 480×480 crops
 SUN = SegConfig(dataset_name="SUNRGBD", dataset_path="datasets/SUNRGBD", class_names=SUN_CLASS_NAMES,
-                image_height=480, image_width=480, eval_crop_size=(480, 480), nepochs=300)
+                label_folder="labels", channel_order="rgb", image_height=480, image_width=480,
+                eval_crop_size=(480, 480), nepochs=300, lr=8e-5, batch_size=16, decoder_embed_dim=1024,
+                drop_path_rate=0.1)

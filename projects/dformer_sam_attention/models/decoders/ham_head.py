@@ -3,6 +3,9 @@ decoder DFormerv2 ships with: stages 1–3 resized to stride 8, concatenated, sq
 `ham_channels`, passed through a Hamburger (1×1 conv → NMF low-rank reconstruction → 1×1 conv,
 residual), aligned to `channels` and classified.
 
+Module names follow mmcv's `ConvModule` (`squeeze.conv.weight`, `squeeze.bn.running_mean`, ...), so the
+published DFormerv2 segmentor checkpoints (`decode_head.*`) load into this head as they are.
+
 NMF runs its multiplicative updates without gradient and back-propagates through one final
 coefficient update, the "one-step gradient" of the paper (cheaper and more stable than unrolling).
 """
@@ -16,9 +19,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
-                         nn.ReLU(inplace=True))
+class ConvModule(nn.Module):
+    """1×1 conv → BatchNorm (optional) → ReLU (optional), named like mmcv's ConvModule: `conv`, `bn`.
+    The conv has a bias only when there is no norm (mmcv's `bias="auto"`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: bool = True, relu: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=not norm)
+        self.bn = nn.BatchNorm2d(out_channels) if norm else None
+        self.activate = nn.ReLU(inplace=True) if relu else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return self.activate(x) if self.activate is not None else x
+
+
+def conv_bn_relu(in_channels: int, out_channels: int) -> ConvModule:
+    return ConvModule(in_channels, out_channels)
 
 
 class NMF2D(nn.Module):
@@ -58,10 +77,9 @@ class NMF2D(nn.Module):
 class Hamburger(nn.Module):
     def __init__(self, ham_channels: int, rank: int):
         super().__init__()
-        self.ham_in = nn.Conv2d(ham_channels, ham_channels, 1)
+        self.ham_in = ConvModule(ham_channels, ham_channels, norm=False, relu=False)
         self.ham = NMF2D(rank=rank)
-        self.ham_out = nn.Sequential(nn.Conv2d(ham_channels, ham_channels, 1, bias=False),
-                                     nn.BatchNorm2d(ham_channels))
+        self.ham_out = ConvModule(ham_channels, ham_channels, relu=False)
 
     def forward(self, x: Tensor) -> Tensor:
         enjoy = self.ham_out(self.ham(F.relu(self.ham_in(x))))
@@ -75,7 +93,8 @@ class LightHamHead(nn.Module):
         in_channels: channels of all encoder stages.
         num_classes: output classes.
         in_index: which stages are fused (DFormerv2 uses 1, 2, 3).
-        ham_channels, channels: widths of the Hamburger and of the classifier input (512 on NYU).
+        ham_channels: width of the Hamburger (512 in the official head, whatever `channels` is).
+        channels: width of the classifier input (`decoder_embed_dim`: 512 on NYU, 1024 on SUN RGB-D).
         rank: NMF rank.
         dropout: before the classifier.
     """

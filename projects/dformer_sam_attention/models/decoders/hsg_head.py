@@ -1,6 +1,8 @@
 """HSG head: hierarchical features fused, refined by the decoder-side Semantic Alignment Module, and
 classified twice — by a learned 1×1 classifier and by the cosine similarity of pixel embeddings to
-the class text embeddings, scaled by the decoder temperature. The two logit maps are summed.
+the class text embeddings, scaled by its own learnable scale (`text_logit_scale`, separate from the
+alignment module's attention temperature, so an ablation of the attention changes one thing). The two
+logit maps are summed.
 
 Without text guidance (`text_dim=None`) the head is the plain baseline: fuse → classify.
 """
@@ -15,6 +17,7 @@ from torch import Tensor, nn
 
 from projects.dformer_sam_attention.models.blocks.semantic_alignment import (
     AlignmentAttention,
+    AttentionTemperature,
     SemanticAlignmentModule,
 )
 from projects.dformer_sam_attention.models.decoders.ham_head import conv_bn_relu
@@ -30,14 +33,16 @@ class HSGHead(nn.Module):
         channels: width of the fused features.
         text_dim: width of the text embeddings; None builds the head without any text guidance.
         align_heads: heads of the decoder-side alignment module.
-        attention: how the decoder-side alignment attends (its temperature also scales the text logits).
+        attention: how the decoder-side alignment attends.
         embed_dim: width of the shared pixel/text embedding space for the text logits.
+        text_logit_init, text_logit_learnable: the scale s of the text logits s · cos(pixel, class).
         dropout: before the learned classifier.
     """
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, in_index: Sequence[int] = (1, 2, 3),
                  channels: int = 512, text_dim: int | None = 512, align_heads: int = 8,
-                 attention: AlignmentAttention | None = None, embed_dim: int = 256, dropout: float = 0.1):
+                 attention: AlignmentAttention | None = None, embed_dim: int = 256, dropout: float = 0.1,
+                 text_logit_init: float = 14.285714, text_logit_learnable: bool = True):
         super().__init__()
         self.in_index = list(in_index)
         self.lateral = nn.ModuleList([conv_bn_relu(in_channels[i], channels) for i in self.in_index])
@@ -51,6 +56,7 @@ class HSGHead(nn.Module):
                                                      side="decoder")
             self.pixel_embed = nn.Conv2d(channels, embed_dim, 1)
             self.text_embed = nn.Linear(text_dim, embed_dim)
+            self.text_logit_scale = AttentionTemperature(text_logit_init, text_logit_learnable)
 
     def forward(self, features: Sequence[Tensor], text: Tensor | None = None) -> Tensor:
         size = features[self.in_index[0]].shape[2:]
@@ -66,4 +72,4 @@ class HSGHead(nn.Module):
         pixels = F.normalize(self.pixel_embed(x), dim=1)  # (B, E, H, W)
         classes = F.normalize(self.text_embed(text.to(x.dtype)), dim=-1)  # (T, E)
         similarity = torch.einsum("behw,te->bthw", pixels, classes)
-        return learned + self.alignment.temperature().to(x.dtype) * similarity
+        return learned + self.text_logit_scale().to(x.dtype) * similarity

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
 from projects.dformer_sam_attention.models.blocks.semantic_alignment import (
@@ -247,10 +248,14 @@ class BasicLayer(nn.Module):
             for i in range(depth)
         ])
         self.downsample = PatchMerging(embed_dim, out_dim) if out_dim is not None else None
+        self.gradient_checkpointing = False
 
     def forward(self, x: Tensor, depth: Tensor) -> Tensor:
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, depth)
+            # checkpointed: the block's activations (attention maps, geometry masks) are recomputed in
+            # the backward pass instead of stored; the RNG state is replayed, so drop path is identical
+            x = checkpoint(block, x, depth, use_reentrant=False) if recompute else block(x, depth)
         return x
 
 
@@ -265,6 +270,8 @@ class DFormerv2(nn.Module):
         sam_stages: stages followed by an encoder-side Semantic Alignment Module (`forward_ssa`).
         text_dim: width of the class text embeddings (needed when `sam_stages` is not empty).
         sam_attention: how the encoder-side alignment attends.
+        gradient_checkpointing: recompute each block's activations in the backward pass (less memory,
+            about one more forward of compute); outputs and gradients are unchanged.
     """
 
     def __init__(self, embed_dims: Sequence[int], depths: Sequence[int], num_heads: Sequence[int],
@@ -272,7 +279,7 @@ class DFormerv2(nn.Module):
                  init_values: Sequence[float] = (2, 2, 2, 2),
                  layerscales: Sequence[bool] = (False, False, False, False), layer_init_value: float = 1e-6,
                  drop_path_rate: float = 0.1, sam_stages: Sequence[int] = (), text_dim: int = 512,
-                 sam_attention: AlignmentAttention | None = None):
+                 sam_attention: AlignmentAttention | None = None, gradient_checkpointing: bool = False):
         super().__init__()
         num_stages = len(depths)
         self.embed_dims = list(embed_dims)
@@ -303,6 +310,11 @@ class DFormerv2(nn.Module):
             str(s): SemanticAlignmentModule(embed_dims[s], text_dim, num_heads[s], attention, side="encoder")
             for s in self.sam_stages
         })
+        self.set_gradient_checkpointing(gradient_checkpointing)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        for layer in self.layers:
+            layer.gradient_checkpointing = enabled
 
     def forward(self, rgb: Tensor, depth: Tensor, text: Tensor | None = None) -> list[Tensor]:
         if self.sam_stages and text is None:
@@ -357,14 +369,27 @@ BACKBONES = {"DFormerv2_S": DFormerv2_S, "DFormerv2_B": DFormerv2_B, "DFormerv2_
              "DFormerv2_Tiny": DFormerv2_Tiny}
 
 
-def load_pretrained_backbone(encoder: DFormerv2, path: str | Path) -> dict:
-    """Load published ImageNet weights (keys may carry `backbone.`/`module.`); non-strict, reported.
+MIN_PRETRAINED_FRACTION = 0.95
 
-    Returns the report of `shared.checkpoint.load_model_state`: missing keys (e.g. alignment
-    modules, which are not pretrained), unexpected keys, shape mismatches (which raise).
+
+def load_pretrained_backbone(encoder: DFormerv2, path: str | Path, allow_partial: bool = False):
+    """Load published ImageNet weights (keys may carry `backbone.`/`module.`).
+
+    The alignment modules are not pretrained and are left out of the count. Any shape mismatch,
+    or fewer than 95% of the encoder's own tensors found in the file (e.g. B weights into S, or
+    a file of another model), raises `CheckpointError` naming the file and the first mismatches,
+    unless `allow_partial`; then what fits is loaded and the report says what did not.
+    Returns the report of `shared.checkpoint.load_model_state`.
     """
-    from shared.checkpoint import load_model_state
+    from shared.checkpoint import CheckpointError, load_model_state
 
     report = load_model_state(encoder, path, strict=False, prefixes_to_strip=("module.", "backbone."))
+    own = [k for k in encoder.state_dict() if not k.startswith("semantic_alignment.")]
+    bad = set(report.missing) | {k for k, _, _ in report.mismatched}
+    loaded = sum(k not in bad for k in own)
+    if not allow_partial and (report.mismatched or loaded < MIN_PRETRAINED_FRACTION * len(own)):
+        raise CheckpointError(f"{path}: does not fit this encoder ({loaded} of {len(own)} tensors load; "
+                              f"{report.describe(limit=3)}); pass the weights of the same model size, "
+                              "or --allow_partial_pretrained to load what fits")
     return report
 

@@ -1,9 +1,10 @@
-"""NYU Depth v2 / SUN RGB-D folders: RGB/<name>.jpg, Depth/<name>.png (8-bit), Label/<name>.png,
-and split lists train.txt / test.txt whose lines start with `RGB/<name>.jpg`.
+"""NYU Depth v2 / SUN RGB-D folders: RGB/<name>.jpg, Depth/<name>.png (8-bit), Label/<name>.png
+(`labels/` for SUN RGB-D: `config.label_folder`), and split lists train.txt / test.txt whose lines start with `RGB/<name>.jpg`.
 
 Every sample is checked when the dataset is built: a list naming a missing file, an RGB image
 without its depth map, RGB/depth/label of different sizes, a depth map that is not 8-bit, or label
-values ≥ the number of classes (other than the ignore value 255) raise `DatasetError` naming the
+values ≥ the number of classes (other than the ignore value 255), or a truncated file (OpenCV would
+fill the missing part grey without an error; PIL's full decode detects it) raise `DatasetError` naming the
 file and the problem. With `skip_bad_samples=True` such samples are left out instead, each with a
 warning, and counted in `self.skipped` (the training summary reports them). Nothing is resized or
 zero-filled to make a bad sample fit.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 from torch.utils.data import Dataset
 
 from projects.dformer_sam_attention.local_configs.config import SegConfig
@@ -28,6 +30,16 @@ from projects.dformer_sam_attention.utils.dataloader.transforms import (
 
 class DatasetError(ValueError):
     """A problem with one file of the dataset; the message names the file."""
+
+
+def check_complete(path: Path) -> None:
+    """Decode `path` fully with PIL, which raises on a truncated JPEG/PNG (OpenCV only warns and
+    fills the missing rows grey)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(f"{path}: damaged or truncated image ({str(error).splitlines()[0]})") from None
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -117,13 +129,15 @@ class RGBXDataset(Dataset):
         rgb_path = self.root / entry
         name = Path(entry).stem
         depth_path = self.root / "Depth" / f"{name}.png"
-        label_path = self.root / "Label" / f"{name}.png"
+        label_path = self.root / self.config.label_folder / f"{name}.png"
         if not rgb_path.is_file():
             raise DatasetError(f"{rgb_path}: listed in {list_file.name} but does not exist")
         if not depth_path.is_file():
             raise DatasetError(f"{depth_path}: missing depth map for {rgb_path.name}")
         if not label_path.is_file():
             raise DatasetError(f"{label_path}: missing label for {rgb_path.name}")
+        for path in (rgb_path, depth_path, label_path):
+            check_complete(path)
         rgb, depth, label = read_rgb(rgb_path), read_depth(depth_path), read_label(label_path)
         if depth.shape != rgb.shape[:2]:
             raise DatasetError(f"{depth_path}: depth is {depth.shape[1]}×{depth.shape[0]} but "
@@ -155,6 +169,6 @@ class RGBXDataset(Dataset):
                 rgb, depth, label, self.config.train_scale_array,
                 (self.config.image_height, self.config.image_width), rng)
         c = self.config
-        item = to_tensors(rgb, depth, label, c.norm_mean, c.norm_std, c.depth_mean, c.depth_std)
+        item = to_tensors(rgb, depth, label, c.norm_mean, c.norm_std, c.depth_mean, c.depth_std, c.channel_order)
         item["name"] = name
         return item

@@ -9,11 +9,13 @@ from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import RGBXData
 from shared.distributed import make_dataloader
 
 
-def get_train_loader(config: SegConfig, skip_bad_samples: bool, seed: int, val_fraction: float = 0.0
-                     ) -> tuple[DataLoader, RGBXDataset]:
+def get_train_loader(config: SegConfig, skip_bad_samples: bool, seed: int, val_fraction: float = 0.0,
+                     batch_size: int | None = None) -> tuple[DataLoader, RGBXDataset]:
+    """`batch_size`: per process (default `config.batch_size`)."""
+    batch_size = batch_size or config.batch_size
     dataset = RGBXDataset(config, "train", skip_bad_samples=skip_bad_samples, seed=seed, val_fraction=val_fraction)
-    loader = make_dataloader(dataset, config.batch_size, shuffle=True, seed=seed,
-                             num_workers=config.num_workers, drop_last=len(dataset) > config.batch_size)
+    loader = make_dataloader(dataset, batch_size, shuffle=True, seed=seed,
+                             num_workers=config.num_workers, drop_last=len(dataset) > batch_size)
     return loader, dataset
 
 

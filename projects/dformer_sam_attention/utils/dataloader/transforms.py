@@ -15,8 +15,13 @@ import torch
 IGNORE_INDEX = 255
 
 
-def normalize_rgb(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB → (3, H, W) float32."""
+def normalize_rgb(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float], channel_order: str = "rgb"
+                  ) -> np.ndarray:
+    """(H, W, 3) uint8 RGB → (3, H, W) float32 in `channel_order`. As the official loader does, the
+    ImageNet mean/std are applied in the stated order to whichever channels come first, so "bgr"
+    gives exactly the input the published BGR-trained checkpoints saw."""
+    if channel_order == "bgr":
+        rgb = rgb[..., ::-1]
     x = rgb.astype(np.float32) / 255.0
     return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
 
@@ -51,7 +56,8 @@ def random_scale_flip_crop(rgb: np.ndarray, depth: np.ndarray, label: np.ndarray
 
 
 def to_tensors(rgb: np.ndarray, depth: np.ndarray, label: np.ndarray, mean: Sequence[float],
-               std: Sequence[float], depth_mean: float, depth_std: float) -> dict[str, torch.Tensor]:
-    return {"rgb": torch.from_numpy(normalize_rgb(rgb, mean, std)),
+               std: Sequence[float], depth_mean: float, depth_std: float, channel_order: str = "rgb"
+               ) -> dict[str, torch.Tensor]:
+    return {"rgb": torch.from_numpy(normalize_rgb(rgb, mean, std, channel_order)),
             "depth": torch.from_numpy(normalize_depth(depth, depth_mean, depth_std)),
             "label": torch.from_numpy(label.astype(np.int64))}

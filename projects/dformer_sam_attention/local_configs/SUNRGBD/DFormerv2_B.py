@@ -1,0 +1,8 @@
+"""DFormerv2-B on SUN RGB-D (official recipe: see base.py; drop path 0.1)."""
+
+from dataclasses import replace
+
+from projects.dformer_sam_attention.local_configs.SUNRGBD.base import SUN
+
+C = replace(SUN, backbone="DFormerv2_B",
+            pretrained_model="checkpoints/pretrained/DFormerv2_Base_pretrained.pth", drop_path_rate=0.1)
