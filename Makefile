@@ -7,7 +7,7 @@ REQUIREMENTS := $(sort $(wildcard requirements/*.txt)) pyproject.toml
 STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | md5sum | cut -c1-12)
 SAMKIT := $(BIN)/samkit
 
-.PHONY: install test demo demo-shared demo-dementia demo-med3d demo-finetune demo-dformer bench lint doctor clean
+.PHONY: install test test-browser demo demo-shared demo-dementia demo-med3d demo-finetune demo-dformer bench lint doctor clean
 
 install: $(STAMP)
 
@@ -22,6 +22,14 @@ $(STAMP): $(REQUIREMENTS)
 
 test: install
 	$(BIN)/python -m pytest tests -n 2 --dist loadfile
+
+# The annotation page in a real headless Chromium (Debian's chromium + chromium-driver; no browser download).
+test-browser: install
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+		else echo "test-browser needs /usr/bin/chromium and /usr/bin/chromedriver: apt-get install chromium chromium-driver (as root)"; exit 1; fi; \
+	fi
+	$(BIN)/python -m pytest tests/browser -m browser
 
 demo: install
 	$(SAMKIT) demo all

@@ -4,6 +4,8 @@
     samkit demo [TOOL]                 train every tool (or one) end to end on generated data
     samkit make-data TOOL DIR          write a tool's synthetic dataset in its real on-disk layout
     samkit bench [TOOL]                speed / memory ratios against in-process baselines
+    samkit annotate --images ... --checkpoint ... --annotations ...   the SAM annotation page
+                                       (projects/sam_finetune/annotate.py, same flags)
 
 Each tool provides `projects/<tool>/demo.py` (`make_data`, `run_demo`) and
 `projects/<tool>/bench.py` (`run_bench`); the shared core has its own toy demo and benchmark.
@@ -161,6 +163,14 @@ def bench(tool: str = typer.Argument("all", help="a tool name or alias, or 'all'
         for row in results[name]:
             typer.echo(f"{name:22s} {row['name'][:60]:60s} {row['value']:12.4g} {row['unit']:12s} {row.get('note', '')}")
     update_summary(out / "summary.json", results)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def annotate(ctx: typer.Context) -> None:
+    """Annotate images in the browser with any SAM checkpoint sam_finetune loads (annotate.py's flags; --help)."""
+    from projects.sam_finetune.annotate import cli as annotate_cli
+
+    raise typer.Exit(annotate_cli(ctx.args))
 
 
 if __name__ == "__main__":
