@@ -22,6 +22,7 @@ from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     Lambdad,
+    Orientationd,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandGaussianNoised,
@@ -122,7 +123,22 @@ def read_cases(csv_path: str | Path, mask_dir: str | Path) -> list[Case]:
         except DataError:
             mask_path = None  # reported when the case is loaded
         cases.append(Case(volume_path.name, volume_path, ich, str(row.patient_id), mask_path))
+    reject_shared_masks(cases, csv_path)
     return cases
+
+
+def reject_shared_masks(cases: list[Case], csv_path: Path) -> None:
+    """Two different volumes whose names lead to one mask file (`patient12_scan1.pkl` and
+    `patient13_scan1.pkl` both -> `1.nii`) would train on a wrong label: refuse, naming both."""
+    owner: dict[Path, Path] = {}
+    for case in cases:
+        if case.mask_path is None:
+            continue
+        first = owner.setdefault(case.mask_path, case.volume_path)
+        if first != case.volume_path:
+            raise DataError(f"{csv_path}: {first.name} and {case.volume_path.name} both resolve to the mask "
+                            f"{case.mask_path} (the mask is found by the last number in the file name); "
+                            "rename the volumes so that each has its own number")
 
 
 # ------------------------------------------------------------------------------------------ volumes
@@ -171,7 +187,10 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         if spacing is not None:
             affine = np.diag([*np.asarray(spacing, dtype=float).ravel()[:3], 1.0])
     elif suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
+        try:
+            array = np.load(path, allow_pickle=False)
+        except Exception as error:  # noqa: BLE001 - numpy raises ValueError/OSError/EOFError for broken files
+            raise DataError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
     elif suffix in (".nii", ".nii.gz"):
         try:
             image = nib.load(str(path))
@@ -230,23 +249,36 @@ def load_case(case: Case) -> CaseData:
 
 
 def _znormalise_foreground(image: torch.Tensor) -> torch.Tensor:
-    """SAM-Med3D's pre-training normalisation: z-score with statistics of the voxels > 0."""
+    """SAM-Med3D's normalisation (torchio `ZNormalization(masking_method=lambda x: x > 0)`):
+    z-score with the mean and standard deviation of the voxels > 0."""
     foreground = image[image > 0]
     if foreground.numel() < 2:
         return image - image.mean()
     return (image - foreground.mean()) / foreground.std().clamp_min(1e-6)
 
 
-def preprocessing(intensity_norm: str, hu_window: tuple[float, float],
+def _clamp_ct(image: torch.Tensor) -> torch.Tensor:
+    """SAM-Med3D clamps CT to [-1000, 1000] HU (`tio.Clamp`) before its normalisation."""
+    return image.clamp(-1000.0, 1000.0)
+
+
+def preprocessing(intensity_norm: str, hu_window: tuple[float, float] | None,
                   target_spacing: tuple[float, float, float] | None) -> list:
-    steps: list = []
+    """The one rule that maps a HU volume to the model's input, shared by training, evaluation and
+    prediction: canonical (RAS) orientation, resampling to `target_spacing` (mm; None keeps the
+    native grid), then the intensity mapping. `sam_med3d` is SAM-Med3D's CT pipeline (ToCanonical,
+    1.5 mm, Clamp(-1000, 1000), z-score over voxels > 0); `brain_window` maps `hu_window` to [0, 1]."""
+    keys = ("image", "label")
+    steps: list = [Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
     if target_spacing is not None:
-        steps.append(Spacingd(("image", "label"), pixdim=target_spacing, mode=("bilinear", "nearest")))
+        steps.append(Spacingd(keys, pixdim=target_spacing, mode=("bilinear", "nearest")))
     if intensity_norm == "brain_window":
+        if hu_window is None:
+            raise ValueError("intensity_norm brain_window needs a HU window")
         steps.append(ScaleIntensityRanged("image", a_min=hu_window[0], a_max=hu_window[1], b_min=0.0, b_max=1.0,
                                           clip=True))
     elif intensity_norm == "sam_med3d":
-        steps.append(Lambdad("image", _znormalise_foreground))
+        steps += [Lambdad("image", _clamp_ct), Lambdad("image", _znormalise_foreground)]
     else:
         raise ValueError(f"unknown intensity_norm {intensity_norm!r}")
     return steps
@@ -287,7 +319,7 @@ class TrainCropDataset(Dataset):
     a resumed run draws the same crops; the epoch lives in shared memory so persistent workers see it.
     The order of cases is the loader's (shared.distributed.make_dataloader: drawn from (seed, epoch))."""
 
-    def __init__(self, cases: list[Case], crop_size: int, intensity_norm: str, hu_window: tuple[float, float],
+    def __init__(self, cases: list[Case], crop_size: int, intensity_norm: str, hu_window: tuple[float, float] | None,
                  target_spacing: tuple[float, float, float] | None, pos_ratio: float, augmentation_prob: float,
                  seed: int) -> None:
         self.cases = cases
@@ -325,7 +357,7 @@ class TrainCropDataset(Dataset):
 class VolumeDataset(Dataset):
     """Whole pre-processed volumes (no crop) for sliding-window validation and evaluation."""
 
-    def __init__(self, cases: list[Case], intensity_norm: str, hu_window: tuple[float, float],
+    def __init__(self, cases: list[Case], intensity_norm: str, hu_window: tuple[float, float] | None,
                  target_spacing: tuple[float, float, float] | None) -> None:
         self.cases = cases
         self.transforms = Compose(preprocessing(intensity_norm, hu_window, target_spacing))

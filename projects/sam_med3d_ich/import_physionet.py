@@ -13,6 +13,7 @@ ICH-positive when any of its slices is not `No_Hemorrhage`. Splits are by patien
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pandas as pd
 
 from projects.sam_med3d_ich.dataloader import DataError, case_number
 from projects.sam_med3d_ich.splits import split_by_patient
+from shared.cli_errors import run_reporting_errors
 
 DIAGNOSIS_CSV = "hemorrhage_diagnosis_raw_ct.csv"
 DIAGNOSIS_COLUMNS = ("PatientNumber", "No_Hemorrhage")
@@ -68,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     root = Path(args.root)
+    if not root.is_dir():
+        raise DataError(f"{root}: --root folder does not exist (expected PhysioNet CT-ICH's folder with ct_scans/, "
+                        "masks/ and the diagnosis CSV)")
     table = build_table(root, Path(args.diagnosis_csv) if args.diagnosis_csv else None)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,5 +86,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     return written
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_reporting_errors(lambda: main(argv), (DataError,))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

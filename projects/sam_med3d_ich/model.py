@@ -83,8 +83,10 @@ class Sam3D(nn.Module):
 
         points: (coords [B, N, 3] voxel indices in the crop, labels [B, N] in {1, 0, -1}) or None;
         prior_low_res: the previous round's low-res logits [B, 1, 4g, 4g, 4g] or None."""
-        sparse, dense = self.prompt_encoder(points, prior_low_res, batch_size=image_embeddings.shape[0])
-        low_res, _ = self.mask_decoder(image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
+        sparse, dense = self.prompt_encoder(points=points, boxes=None, masks=prior_low_res,
+                                            batch_size=image_embeddings.shape[0])
+        low_res, _ = self.mask_decoder(image_embeddings=image_embeddings, image_pe=self.prompt_encoder.get_dense_pe(),
+                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                        multimask_output=False)
         return low_res
 

@@ -1,10 +1,14 @@
-"""Segment a head CT with a trained model: a volume (+ optional clicks) -> a NIfTI mask with the
-input's affine and spacing. Volumes larger than the model's crop are covered by sliding windows.
+"""Segment a head CT: a volume (+ optional clicks) -> a NIfTI mask on the input's grid, with its
+affine and orientation. Volumes larger than the model's crop are covered by sliding windows.
 
-    python projects/sam_med3d_ich/predict.py --checkpoint outputs/best_model.pth --input 049.nii \
+    python projects/sam_med3d_ich/predict.py --checkpoint outputs/ich/best_model.pth --input 049.nii \
         --output 049_ich.nii.gz [--click 210 180 14 1 --click 200 150 12 0]
+    python projects/sam_med3d_ich/predict.py --checkpoint sam_med3d_turbo.pth --input 049.nii \
+        --output 049_turbo.nii.gz --click 210 180 14 1        # the published model, zero-shot
 
 Clicks are voxel indices (x y z) of the input array and a label: 1 = haemorrhage, 0 = background.
+Without clicks the prediction is the automatic one; with clicks it is SAM-Med3D's interactive one
+(an empty mask prompt, and only the windows holding a click are segmented).
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ from monai.transforms import Compose
 
 from projects.sam_med3d_ich.clicks import clicks_to_map
 from projects.sam_med3d_ich.dataloader import DataError, load_volume, preprocessing
-from projects.sam_med3d_ich.inference import load_trained_model, predict_volume, probability_on_input_grid
+from projects.sam_med3d_ich.inference import (
+    load_model_for_inference,
+    predict_volume,
+    probability_on_input_grid,
+    same_grid,
+)
 from shared.amp import AmpPolicy
 from shared.checkpoint import CheckpointError
 from shared.cli_errors import run_reporting_errors
@@ -44,7 +53,7 @@ def map_clicks(clicks: list[tuple[int, int, int, int]], source_affine: np.ndarra
 def predict_file(checkpoint: str | Path, input_path: str | Path, output_path: str | Path,
                  clicks: list[tuple[int, int, int, int]] | None = None, overlap: float = 0.5,
                  threshold: float = 0.5, device: str = "cpu", amp: bool = False) -> dict[str, Any]:
-    model, settings = load_trained_model(checkpoint, device)
+    model, settings = load_model_for_inference(checkpoint, device)
     prep = settings["preprocessing"]
     image, affine = load_volume(input_path)
     if affine is None:
@@ -59,18 +68,23 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output_path: st
     meta = {"image": MetaTensor(torch.from_numpy(image)[None], affine=torch.as_tensor(affine)),
             "label": MetaTensor(torch.zeros(1, *shape), affine=torch.as_tensor(affine))}
     spacing = tuple(prep["target_spacing"]) if prep["target_spacing"] else None
-    processed = Compose(preprocessing(prep["intensity_norm"], tuple(prep["hu_window"]), spacing))(meta)["image"]
+    hu_window = tuple(prep["hu_window"]) if prep["hu_window"] else None
+    processed = Compose(preprocessing(prep["intensity_norm"], hu_window, spacing))(meta)["image"]
     model_affine = np.asarray(processed.affine, dtype=np.float64)
     click_map = None
     if clicks:
         click_map = clicks_to_map(map_clicks(clicks, affine, model_affine, processed.shape[1:]), processed.shape[1:])
         click_map = click_map.to(device)
+    elif not settings["ich_head_trained"]:
+        print(f"warning: {checkpoint} is a published SAM-Med3D model: it segments around clicks (--click); "
+              "without one this is a prompt-free prediction it was not trained for", file=sys.stderr)
 
     policy = AmpPolicy.create(device, enabled=amp)
-    prediction = predict_volume(model, processed.as_tensor()[None].to(device), click_map=click_map,
-                                overlap=overlap, amp=policy)
+    volume = processed.as_tensor()[None].to(device)
+    interactive = {} if click_map is None else {"prior_logits": torch.zeros_like(volume), "keep_unclicked": True}
+    prediction = predict_volume(model, volume, click_map=click_map, overlap=overlap, amp=policy, **interactive)
     probability = torch.sigmoid(prediction.logits[0].cpu())  # [1, X', Y', Z']
-    if spacing is not None:  # back onto the input grid
+    if not same_grid(model_affine, processed.shape[1:], affine, shape):  # back onto the input's grid
         probability = probability_on_input_grid(probability, model_affine, affine, shape)
     mask = (probability[0].numpy() > threshold).astype(np.uint8)
     output_path = Path(output_path)
@@ -79,14 +93,16 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output_path: st
     voxel_ml = float(np.prod(np.linalg.norm(affine[:3, :3], axis=0))) / 1000.0
     result = {"output": str(output_path), "voxels": int(mask.sum()), "volume_ml": float(mask.sum()) * voxel_ml,
               "ich_probability": prediction.ich_probability, "clicks": len(clicks)}
+    ich = f"{result['ich_probability']:.3f}" if settings["ich_head_trained"] else "n/a (published model)"
     print(f"{input_path} -> {output_path}: {result['voxels']} voxels ({result['volume_ml']:.2f} mL), "
-          f"ICH probability {result['ich_probability']:.3f}")
+          f"ICH probability {ich}")
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="best_model.pth of a training run")
+    p.add_argument("--checkpoint", required=True,
+                   help="best_model.pth of a run, or a published SAM-Med3D / SAM-Med3D-turbo .pth as released")
     p.add_argument("--input", required=True, help="volume in HU: .nii / .nii.gz / .pkl / .npy")
     p.add_argument("--output", required=True, help="mask to write (.nii or .nii.gz)")
     p.add_argument("--click", type=int, nargs=4, action="append", default=[], metavar=("X", "Y", "Z", "LABEL"),
@@ -102,5 +118,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         args.threshold, args.device, args.use_mixed_precision)
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_reporting_errors(lambda: main(argv), (DataError, CheckpointError, ValueError))
+
+
 if __name__ == "__main__":
-    sys.exit(run_reporting_errors(main, (DataError, CheckpointError, ValueError)))
+    sys.exit(cli())

@@ -1,7 +1,8 @@
 """Fine-tune SAM-Med3D for intracranial haemorrhage segmentation (+ ICH classification, visual tokens).
 
     python projects/sam_med3d_ich/train.py --train_csv train.csv --val_csv val.csv --mask_dir masks/ \
-        --output_dir ./outputs --epochs 200 --batch_size 2 --lr 1e-4 --checkpoint sam_med3d_turbo.pth
+        --output_dir outputs/ich --checkpoint sam_med3d_turbo.pth
+    python projects/sam_med3d_ich/train.py ... --resume outputs/ich/latest_model.pth   # continues there
     python projects/sam_med3d_ich/train.py --test      # system check, no data needed
     torchrun --nproc_per_node 4 projects/sam_med3d_ich/train.py ...   # DDP
 """
@@ -12,14 +13,28 @@ import argparse
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from projects.sam_med3d_ich.config import INTENSITY_NORMS, SCHEDULER_TYPES, TrainConfig
+from projects.sam_med3d_ich.config import (
+    BRAIN_WINDOW_HU,
+    INTENSITY_NORMS,
+    SCHEDULER_TYPES,
+    SELECT_BEST_BY,
+    TrainConfig,
+)
+from projects.sam_med3d_ich.dataloader import DataError
 from projects.sam_med3d_ich.model import ARCHITECTURES
 from shared.argtypes import positive_int, probability
+from shared.checkpoint import CheckpointError
+from shared.cli_errors import run_reporting_errors
+from shared.hub import ModelNotFoundError
+from shared.run import RunError
+
+EXPECTED_ERRORS = (DataError, CheckpointError, RunError, ModelNotFoundError)
 
 DEFAULTS = TrainConfig()
 
@@ -31,12 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--train_csv", help="CSV with columns path,ich,patient_id")
     data.add_argument("--val_csv", help="CSV with columns path,ich,patient_id")
     data.add_argument("--mask_dir", help="folder of <number>.nii masks (number from the volume file name)")
-    data.add_argument("--output_dir", default=d.output_dir, help="run folder (a new one if it is taken)")
+    data.add_argument("--output_dir", default=None,
+                      help="run folder (NAME_1, ... when it holds another run); default outputs/<timestamp>; "
+                           "with --resume: the checkpoint's folder")
     data.add_argument("--intensity_norm", choices=INTENSITY_NORMS, default=d.intensity_norm,
-                      help="brain_window: HU window to [0,1]; sam_med3d: z-score over voxels > 0 (pre-training)")
-    data.add_argument("--hu_window", type=float, nargs=2, default=list(d.hu_window), metavar=("LOW", "HIGH"))
-    data.add_argument("--target_spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                      help="resample to this voxel spacing in mm (SAM-Med3D used 1.5 1.5 1.5); default: native")
+                      help="brain_window: --hu_window to [0, 1]; sam_med3d: SAM-Med3D's clamp to [-1000, 1000] HU "
+                           "and z-score over voxels > 0")
+    data.add_argument("--hu_window", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                      help=f"HU window of brain_window (default {BRAIN_WINDOW_HU[0]:g} {BRAIN_WINDOW_HU[1]:g})")
+    data.add_argument("--target_spacing", nargs="+", default=None, metavar="MM",
+                      help="resample to X Y Z mm after reorienting to RAS (default 1.5 1.5 1.5, SAM-Med3D's); "
+                           "'native' keeps each volume's own grid")
     data.add_argument("--pos_ratio", type=probability, default=d.pos_ratio,
                       help="share of training crops centred on a haemorrhage voxel")
     data.add_argument("--augmentation_prob", type=probability, default=d.augmentation_prob)
@@ -63,12 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--gamma", type=float, default=d.gamma, help="lr factor, for --scheduler_type step")
     opt.add_argument("--patience", type=positive_int, default=d.patience,
                      help="stop after this many epochs without a better validation Dice")
-    opt.add_argument("--num_clicks", type=positive_int, default=d.num_clicks, help="interaction rounds per crop")
+    opt.add_argument("--num_clicks", type=positive_int, default=d.num_clicks,
+                     help="click rounds per training crop after the automatic round (SAM-Med3D: 11)")
+    opt.add_argument("--val_clicks", type=positive_int, default=d.val_clicks,
+                     help="validation reports Dice after 1 click and after this many clicks")
+    opt.add_argument("--select_best_by", choices=SELECT_BEST_BY, default=d.select_best_by,
+                     help="validation metric for best_model.pth, the plateau schedule and early stopping "
+                          "(dice_nclicks: after --val_clicks clicks)")
     opt.add_argument("--cls_loss_weight", type=float, default=d.cls_loss_weight)
     opt.add_argument("--ce_weight", type=float, default=d.ce_weight,
                      help="cross-entropy weight inside DiceCE; CE alone pushes tiny lesions to background early")
     opt.add_argument("--seed", type=int, default=d.seed)
-    opt.add_argument("--resume", help="latest_model.pth of a run to continue (in its --output_dir)")
+    opt.add_argument("--resume", help="latest_model.pth of a run to continue, in its own folder; the experiment's "
+                                      "flags must be the same (paths, workers, device and logging may change)")
     opt.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: CUDA when available")
     log = p.add_argument_group("tracking")
     log.add_argument("--use_wandb", action="store_true")
@@ -85,13 +112,34 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         if getattr(args, flag) is None:
             parser.error(f"--{flag} is required (or use --test)")
     values = {k: v for k, v in vars(args).items() if k != "test"}
-    values["hu_window"] = tuple(values["hu_window"])
-    values["target_spacing"] = tuple(values["target_spacing"]) if values["target_spacing"] else None
+    if args.intensity_norm == "sam_med3d":
+        if args.hu_window is not None:
+            warnings.warn("--hu_window is ignored under --intensity_norm sam_med3d (it clamps to [-1000, 1000] HU "
+                          "and z-scores); config.json records hu_window: null", stacklevel=2)
+        values["hu_window"] = None
+    else:
+        values["hu_window"] = tuple(args.hu_window) if args.hu_window else BRAIN_WINDOW_HU
+        if values["hu_window"][0] >= values["hu_window"][1]:
+            parser.error(f"--hu_window: LOW must be below HIGH, got {values['hu_window']}")
+    values["target_spacing"] = parse_target_spacing(args.target_spacing, parser)
     if values["max_grad_norm"] is not None and values["max_grad_norm"] <= 0:
         values["max_grad_norm"] = None
-    if values["hu_window"][0] >= values["hu_window"][1]:
-        parser.error(f"--hu_window: LOW must be below HIGH, got {values['hu_window']}")
     return TrainConfig(**values)
+
+
+def parse_target_spacing(value: list[str] | None, parser: argparse.ArgumentParser
+                         ) -> tuple[float, float, float] | None:
+    if value is None:
+        return TrainConfig().target_spacing
+    if value == ["native"]:
+        return None
+    try:
+        spacing = tuple(float(v) for v in value)
+    except ValueError:
+        spacing = ()
+    if len(spacing) != 3 or min(spacing) <= 0:
+        parser.error(f"--target_spacing: three positive numbers (mm) or 'native', got {' '.join(value)}")
+    return spacing
 
 
 # ------------------------------------------------------------------------------------------ --test
@@ -129,7 +177,7 @@ def run_checklist(workdir: Path) -> list[tuple[str, bool, str]]:
     def data() -> str:
         root = write_dataset(workdir / "data", n_patients=4, shape=(36, 36, 32), seed=0)
         cases, stats = scan_cases(read_cases(root / "train.csv", root / "masks"), "train")
-        dataset = TrainCropDataset(cases, 32, "brain_window", (0.0, 80.0), None, 0.75, 0.5, seed=0)
+        dataset = TrainCropDataset(cases, 32, "brain_window", (0.0, 80.0), (1.0, 1.0, 1.0), 0.75, 0.5, seed=0)
         item = dataset[0]
         if tuple(item["image"].shape) != (1, 32, 32, 32):
             raise RuntimeError(f"crop shape {tuple(item['image'].shape)}")
@@ -139,7 +187,7 @@ def run_checklist(workdir: Path) -> list[tuple[str, bool, str]]:
     def forward_backward() -> str:
         torch.manual_seed(0)
         model = build_ich_model("tiny", visual_tokens=8, visual_token_dim=32)
-        rounds = ClickRoundsForward(model, num_rounds=3)
+        rounds = ClickRoundsForward(model, num_clicks=2)
         image, label = state["batch"]["image"][None], state["batch"]["label"][None]
         logits, ich_logit = rounds(image, label, torch.Generator().manual_seed(0))
         loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(x, label) for x in logits) + ich_logit.sum()
@@ -202,14 +250,15 @@ def main(argv: Sequence[str] | None = None) -> dict | int:
     finally:
         trainer.close()
     if trainer.is_main:
-        print(f"Best validation Dice {summary['best_val_dice']} at epoch {summary['best_epoch']}; "
+        print(f"Best validation {summary['select_best_by']} {summary['best_val_dice']} at epoch {summary['best_epoch']}; "
               f"outputs in {summary['output_dir']}")
     return summary
 
 
-if __name__ == "__main__":
-    from projects.sam_med3d_ich.dataloader import DataError
-    from shared.checkpoint import CheckpointError
-    from shared.cli_errors import run_reporting_errors
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The command line: bad input is one line on stderr and exit code 2."""
+    return run_reporting_errors(lambda: main(argv), EXPECTED_ERRORS)
 
-    sys.exit(run_reporting_errors(main, (DataError, CheckpointError)))
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from projects.sam_med3d_ich.config import SHARED_SCHEDULER_NAMES, SLIDING_WINDOW_OVERLAP, TrainConfig
+from projects.sam_med3d_ich.config import (
+    RESUME_MAY_CHANGE,
+    SHARED_SCHEDULER_NAMES,
+    SLIDING_WINDOW_OVERLAP,
+    TrainConfig,
+)
 from projects.sam_med3d_ich.dataloader import (
     DataError,
     TrainCropDataset,
@@ -28,7 +33,7 @@ from projects.sam_med3d_ich.dataloader import (
     collate_skipping_bad,
     read_cases,
 )
-from projects.sam_med3d_ich.inference import predict_volume
+from projects.sam_med3d_ich.inference import interactive_refinement
 from projects.sam_med3d_ich.interaction import ClickRoundsForward
 from projects.sam_med3d_ich.model import SamMed3DICH, architecture, build_ich_model
 from projects.sam_med3d_ich.utils import (
@@ -42,9 +47,9 @@ from shared.amp import AmpPolicy
 from shared.checkpoint import capture_training_state, restore_training_state, save_checkpoint
 from shared.distributed import (
     all_gather_concat,
+    broadcast_from_main,
     cleanup_distributed,
     gather_objects,
-    is_distributed,
     make_dataloader,
     reduce_mean,
     reduce_sum,
@@ -54,9 +59,10 @@ from shared.distributed import (
 )
 from shared.memory import MemoryMonitor, format_system_report, system_report
 from shared.optim import build_optimizer, build_scheduler
+from shared.run import ResumePoint, choose_run_dir, load_resume, open_run
 from shared.sam import OptimizationStep
 from shared.seeding import seed_everything
-from shared.tracking import RunTracker, create_run_dir, write_json
+from shared.tracking import timestamp, write_json
 
 
 def step_seed(*parts: int) -> int:
@@ -80,15 +86,13 @@ class Trainer:
         self.is_main = self.ctx.is_main
         seed_everything(cfg.seed)  # same on every rank: identical initial weights
         self.arch = architecture(cfg.model_type)
-        self.output_dir = self._output_dir()
-        self.preprocessing = {"intensity_norm": cfg.intensity_norm, "hu_window": list(cfg.hu_window),
+        self.preprocessing = {"intensity_norm": cfg.intensity_norm,
+                              "hu_window": list(cfg.hu_window) if cfg.hu_window else None,
                               "target_spacing": list(cfg.target_spacing) if cfg.target_spacing else None}
         self.model_config = {"model_type": cfg.model_type, "visual_tokens": cfg.visual_tokens,
                              "visual_token_dim": cfg.visual_token_dim}
-        if self.is_main:
-            print(format_system_report(system_report(self.output_dir)))
 
-        # ---- data
+        # ---- every input is checked before anything is written: data, then the starting weights
         train_cases, self.train_stats = scan_cases(read_cases(cfg.train_csv, cfg.mask_dir), "train")
         val_cases, self.val_stats = scan_cases(read_cases(cfg.val_csv, cfg.mask_dir), "val")
         for stats, csv in ((self.train_stats, cfg.train_csv), (self.val_stats, cfg.val_csv)):
@@ -97,8 +101,6 @@ class Trainer:
             if stats["cases"] == 0:
                 raise DataError(f"{csv}: no usable cases ({stats['bad_cases']} bad; first: "
                                 f"{stats['bad_case_reasons'][0]['reason'] if stats['bad_case_reasons'] else '-'})")
-        if self.is_main:
-            write_json(self.output_dir / "dataset_stats.json", {"train": self.train_stats, "val": self.val_stats})
         self.train_set = TrainCropDataset(train_cases, self.arch.img_size, cfg.intensity_norm, cfg.hu_window,
                                           cfg.target_spacing, cfg.pos_ratio, cfg.augmentation_prob, cfg.seed)
         self.val_set = VolumeDataset(val_cases, cfg.intensity_norm, cfg.hu_window, cfg.target_spacing)
@@ -109,6 +111,9 @@ class Trainer:
         # ---- model
         self.model = build_ich_model(cfg.model_type, cfg.visual_tokens, cfg.visual_token_dim, checkpoint=cfg.checkpoint)
         if cfg.freeze_encoder:
+            if cfg.checkpoint is None and self.is_main:
+                warnings.warn("--freeze_encoder without --checkpoint freezes a randomly initialised encoder; "
+                              "pass the published weights, e.g. --checkpoint sam_med3d_turbo.pth", stacklevel=2)
             self.model.image_encoder.requires_grad_(False)
         self.model.image_encoder.gradient_checkpointing = cfg.use_gradient_checkpointing
         self.model.to(self.device)
@@ -130,38 +135,43 @@ class Trainer:
         self.dice_loss = DiceLoss(sigmoid=True, squared_pred=True, batch=True)
         self.memory = MemoryMonitor(self.device)
 
+        # ---- the run: resume check, folder, config.json, tracker (shared.run)
+        self.config = {**cfg.to_dict(), "architecture": self.arch.__dict__, "amp": self.amp.describe(),
+                       "world_size": self.ctx.world_size}
+        # the cosine schedule is laid out over `epochs`: there a longer run is a different experiment
+        may_increase = () if cfg.scheduler_type == "cosine" else ("epochs",)
+        resume = (load_resume(cfg.resume, self.config, may_change=RESUME_MAY_CHANGE, may_increase=may_increase)
+                  if cfg.resume else None)
+        self.output_dir = broadcast_from_main(choose_output_dir(cfg, resume) if self.is_main else None)
+        self.config["output_dir"] = str(self.output_dir)
+        self.tracker = open_run(self.output_dir, self.config, resume=resume, is_main=self.is_main,
+                                use_wandb=cfg.use_wandb, wandb_project=cfg.wandb_project,
+                                wandb_entity=cfg.wandb_entity, run_name=self.output_dir.name)
+        if self.is_main:
+            print(format_system_report(system_report(self.output_dir)))
+            write_json(self.output_dir / "dataset_stats.json", {"train": self.train_stats, "val": self.val_stats})
+
         # ---- state
         self.start_epoch, self.global_step = 0, 0
-        self.best_dice, self.best_epoch, self.epochs_since_best = -math.inf, -1, 0
+        self.best = (-math.inf, -math.inf)  # (select_best_by metric, tie-breaking metric)
+        self.best_epoch, self.epochs_since_best = -1, 0
         self.runtime_skipped: dict[str, str] = {}
-        if cfg.resume:
-            state = restore_training_state(cfg.resume, model=self.model, optimizer=self.optimizer,
+        if resume is not None:
+            state = restore_training_state(resume.payload, model=self.model, optimizer=self.optimizer,
                                            scheduler=self.scheduler, stepper=self.stepper)
             extra = state["extra"] or {}
             self.start_epoch, self.global_step = int(state["epoch"]), int(state["step"])
-            self.best_dice = state["best_metric"] if state["best_metric"] is not None else -math.inf
+            self.best = tuple(extra.get("best", self.best))
             self.best_epoch = int(extra.get("best_epoch", -1))
             self.epochs_since_best = int(extra.get("epochs_since_best", 0))
             self.runtime_skipped = dict(extra.get("runtime_skipped", {}))
             if self.is_main:
                 print(f"Resumed from {cfg.resume} at epoch {self.start_epoch} (step {self.global_step})")
-        self.tracker = RunTracker(self.output_dir, {**cfg.to_dict(), "output_dir": str(self.output_dir),
-                                                    "architecture": self.arch.__dict__, "amp": self.amp.describe(),
-                                                    "world_size": self.ctx.world_size},
-                                  use_wandb=cfg.use_wandb, wandb_project=cfg.wandb_project,
-                                  wandb_entity=cfg.wandb_entity, run_name=self.output_dir.name,
-                                  enabled=self.is_main)
 
-    def _output_dir(self) -> Path:
-        """A fresh folder (never another run's) unless resuming, agreed on by all ranks."""
-        requested = Path(self.cfg.output_dir)
-        path = [None]
-        if self.is_main:
-            path[0] = str(requested if self.cfg.resume else create_run_dir(requested.parent, requested.name))
-            Path(path[0]).mkdir(parents=True, exist_ok=True)
-        if is_distributed():
-            dist.broadcast_object_list(path, src=0)
-        return Path(path[0])
+    def base_lr(self) -> float:
+        """The base learning rate the optimiser uses now (every group is a multiple of it)."""
+        group = self.optimizer.param_groups[0]
+        return group["lr"] / group["lr_multiplier"]
 
     # ------------------------------------------------------------------------------------ the loop
     def train(self, stop_after_epoch: int | None = None) -> dict[str, Any]:
@@ -196,6 +206,7 @@ class Trainer:
                     group = []
                     continue
                 generator = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, self.global_step))
+                lr_used = self.base_lr()  # before the schedule moves on
                 result = self.stepper.step(lambda b, g=generator: self._loss(b, g), group)
                 self.scheduler.step_iteration()
                 self.global_step += 1
@@ -205,7 +216,9 @@ class Trainer:
                 totals["loss"] += result.loss
                 for key in ("seg_loss", "cls_loss", "dice"):
                     totals[key] += float(np.mean([aux[key] for aux in result.aux]))
-                bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                self.tracker.log({"train_step_loss": result.loss, "lr": lr_used,
+                                  "lr_prompt_decoder": lr_used * cfg.prompt_decoder_lr_scale}, step=self.global_step)
+                bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr_used:.2e}")
             peak = self.memory.peak()
             self.epochs_completed = epoch + 1
 
@@ -213,10 +226,11 @@ class Trainer:
             last_val = val
             # each rank met its own shard's bad cases; rank 0 saves and summarises them all
             self.runtime_skipped = dict(gather_objects(sorted(self.runtime_skipped.items())))
-            self.scheduler.step_epoch(val["val_dice"])
-            improved = val["val_dice"] > self.best_dice
+            score = self.selection_score(val)
+            self.scheduler.step_epoch(score[0])
+            improved = score > self.best
             if improved:
-                self.best_dice, self.best_epoch, self.epochs_since_best = val["val_dice"], epoch + 1, 0
+                self.best, self.best_epoch, self.epochs_since_best = score, epoch + 1, 0
             else:
                 self.epochs_since_best += 1
 
@@ -226,18 +240,19 @@ class Trainer:
                        "train_seg_loss": reduce_mean(totals["seg_loss"] / steps),
                        "train_cls_loss": reduce_mean(totals["cls_loss"] / steps),
                        "train_dice": reduce_mean(totals["dice"] / steps), "skipped_steps": totals["skipped_steps"],
-                       "lr": self.optimizer.param_groups[0]["lr"], **val, **peak}
-            self.tracker.log(metrics, step=epoch + 1)
+                       **val, **peak}
+            self.tracker.log(metrics, step=self.global_step)  # the epoch's row, then its checkpoint
             if self.is_main:
                 self._save(epoch, improved)
                 print(f"epoch {epoch + 1:3d} | loss {metrics['train_loss']:.4f} | train dice {metrics['train_dice']:.3f}"
-                      f" | val dice {val['val_dice']:.3f} (all {val['val_dice_all']:.3f}, IoU {val['val_iou']:.3f},"
-                      f" AUC {val['val_auc']:.3f}) | lr {metrics['lr']:.2e} | best {self.best_dice:.3f}"
-                      f" @ {self.best_epoch} | " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
+                      f" | val dice automatic {val['val_dice_automatic']:.3f}, 1 click {val['val_dice_1click']:.3f},"
+                      f" {cfg.val_clicks} clicks {val['val_dice_nclicks']:.3f} (IoU {val['val_iou']:.3f},"
+                      f" AUC {val['val_auc']:.3f}) | lr {self.base_lr():.2e} | best {cfg.select_best_by}"
+                      f" {self.best[0]:.3f} @ {self.best_epoch} | " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
             if self.epochs_since_best >= cfg.patience:
                 stopped_early = True
                 if self.is_main:
-                    print(f"Early stopping: validation Dice has not improved for {cfg.patience} epochs")
+                    print(f"Early stopping: validation {cfg.select_best_by} has not improved for {cfg.patience} epochs")
                 break
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
@@ -268,11 +283,18 @@ class Trainer:
         return dice + self.cfg.ce_weight * F.binary_cross_entropy_with_logits(logits, labels)
 
     # ------------------------------------------------------------------------------ validation
+    def selection_score(self, val: dict[str, float]) -> tuple[float, float]:
+        """(the --select_best_by metric, the metric that breaks its ties)."""
+        chosen = val[f"val_{self.cfg.select_best_by}"]
+        tie_break = val["val_dice_1click"] if self.cfg.select_best_by == "dice_automatic" else val["val_dice_automatic"]
+        return (chosen, tie_break)
+
     @torch.no_grad()
     def validate(self, epoch: int) -> dict[str, float]:
-        """Automatic (click-free) sliding-window segmentation of every whole validation volume.
-        val_dice: mean over ICH-positive cases (over all when there are none); val_dice_all counts an
-        empty prediction on an ICH-negative case as 1."""
+        """Whole validation volumes by sliding windows: the automatic segmentation, then SAM-Med3D's
+        interaction (a click from the error region per round, from an empty start). Dice means are
+        over ICH-positive cases (over all when there are none); val_dice_all counts an empty automatic
+        prediction on an ICH-negative case as 1. Clicks are seeded per case: any sharding gives the same."""
         self.model.eval()
         rows, panel = [], None
         for index in range(self.ctx.rank, len(self.val_set), self.ctx.world_size):
@@ -280,24 +302,32 @@ class Trainer:
             if "reason" in item:
                 self.runtime_skipped[item["case_id"]] = item["reason"]
                 continue
-            prediction = predict_volume(self.model, item["image"][None].to(self.device),
-                                        overlap=SLIDING_WINDOW_OVERLAP, sw_batch_size=self.cfg.batch_size, amp=self.amp)
-            pred, truth = prediction.logits[0, 0] > 0, item["label"][0].to(self.device) > 0.5
-            metrics = segmentation_metrics(pred.cpu(), truth.cpu(), item["spacing"])
-            rows.append([metrics["dice"], metrics["iou"], float(item["ich"]), prediction.ich_probability])
+            truth = item["label"][0].to(self.device) > 0.5
+            rounds = interactive_refinement(self.model, item["image"][None].to(self.device), truth,
+                                            self.cfg.val_clicks, torch.Generator().manual_seed(
+                                                step_seed(self.cfg.seed, index)),
+                                            overlap=SLIDING_WINDOW_OVERLAP, sw_batch_size=self.cfg.batch_size,
+                                            amp=self.amp)
+            masks = [r.logits[0, 0].cpu() > 0 for r in (rounds[0], rounds[1], rounds[-1])]
+            automatic, one, last = (segmentation_metrics(m, truth.cpu(), item["spacing"]) for m in masks)
+            rows.append([automatic["dice"], one["dice"], last["dice"], automatic["iou"], float(item["ich"]),
+                         rounds[0].ich_probability])
             if panel is None and item["ich"]:
-                panel = (item["case_id"], overlay_panel(item["image"][0], truth, pred))
-        table = all_gather_concat(torch.tensor(rows, dtype=torch.float64, device=self.device).reshape(-1, 4)).cpu()
-        dice, iou, ich, prob = table.T.numpy()
+                panel = (item["case_id"], overlay_panel(item["image"][0], truth, masks[0]))
+        table = all_gather_concat(torch.tensor(rows, dtype=torch.float64, device=self.device).reshape(-1, 6)).cpu()
+        automatic, one, last, iou, ich, prob = table.T.numpy()
         positives = ich == 1
-        val = {"val_dice": float(dice[positives].mean() if positives.any() else dice.mean()),
-               "val_dice_all": float(dice.mean()), "val_iou": float(iou[positives].mean() if positives.any()
-                                                                    else iou.mean()),
+
+        def mean(values: np.ndarray) -> float:
+            return float(values[positives].mean() if positives.any() else values.mean())
+
+        val = {"val_dice_automatic": mean(automatic), "val_dice_1click": mean(one), "val_dice_nclicks": mean(last),
+               "val_dice_all": float(automatic.mean()), "val_iou": mean(iou),
                "val_auc": float(roc_auc_score(ich, prob)) if 0 < positives.sum() < len(ich) else math.nan,
-               "val_cases": int(len(dice))}
+               "val_cases": int(len(automatic))}
         if self.cfg.log_images and panel is not None and (epoch + 1) % self.cfg.log_freq == 0:
             case_id, image = panel
-            self.tracker.log_images("val_samples", {case_id: image}, step=epoch + 1)
+            self.tracker.log_images("val_samples", {case_id: image}, step=self.global_step)
             save_png(self.output_dir / "samples" / f"epoch{epoch + 1:03d}_{case_id}.png", image)
         return val
 
@@ -305,10 +335,10 @@ class Trainer:
     def _save(self, epoch: int, improved: bool) -> None:
         payload = capture_training_state(
             model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, stepper=self.stepper,
-            epoch=epoch + 1, step=self.global_step, best_metric=self.best_dice,
-            extra={"model_config": self.model_config, "preprocessing": self.preprocessing,
+            epoch=epoch + 1, step=self.global_step, best_metric=self.best[0],
+            extra={"model_config": self.model_config, "preprocessing": self.preprocessing, "best": list(self.best),
                    "best_epoch": self.best_epoch, "epochs_since_best": self.epochs_since_best,
-                   "runtime_skipped": self.runtime_skipped, "config": self.cfg.to_dict()})
+                   "runtime_skipped": self.runtime_skipped, "config": self.config})
         save_checkpoint(self.output_dir / "latest_model.pth", payload)
         if improved:
             save_checkpoint(self.output_dir / "best_model.pth", payload)
@@ -318,7 +348,8 @@ class Trainer:
     def _summary(self, started: float, stopped_early: bool, last_val: dict, peak: dict) -> dict[str, Any]:
         skipped_at_scan = self.train_stats["bad_case_reasons"] + self.val_stats["bad_case_reasons"]
         return {
-            "best_val_dice": self.best_dice if math.isfinite(self.best_dice) else None,
+            "select_best_by": self.cfg.select_best_by,
+            "best_val_dice": self.best[0] if math.isfinite(self.best[0]) else None,
             "best_epoch": self.best_epoch, "epochs_completed": self.epochs_completed, "final_validation": last_val,
             "global_steps": self.global_step, "stopped_early": stopped_early,
             "wall_time_s": time.time() - started, "peak_memory": peak,
@@ -331,3 +362,12 @@ class Trainer:
 
     def close(self) -> None:
         cleanup_distributed()
+
+
+def choose_output_dir(cfg: TrainConfig, resume: ResumePoint | None) -> Path:
+    """A resume continues in the checkpoint's folder (or --output_dir); a fresh run gets
+    --output_dir, or `<name>_1`, ... when that holds another run, or outputs/<timestamp>."""
+    if resume is not None:
+        return choose_run_dir(resume=resume, output_dir=cfg.output_dir)
+    requested = Path(cfg.output_dir) if cfg.output_dir else Path("outputs") / timestamp()
+    return choose_run_dir(resume=None, output_dir=None, root=requested.parent, name=requested.name)

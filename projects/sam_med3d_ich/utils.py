@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ from projects.sam_med3d_ich.dataloader import Case, DataError, load_case
 
 def scan_cases(cases: list[Case], split: str) -> tuple[list[Case], dict[str, Any]]:
     """Load every case once: keep the readable ones, count and name the bad ones, and gather the
-    statistics (cases, positives, voxel spacing, lesion volume in mL)."""
+    statistics (cases, positives, voxel spacing, lesion volume in mL). A case whose `ich` label
+    disagrees with its mask (ICH+ with an empty mask, ICH- with a lesion) is kept, warned about and
+    counted: the CSV or the mask is wrong, and only the user knows which."""
     good, bad, spacings, lesion_ml, shapes, unknown_spacing = [], [], [], [], [], 0
+    disagreements: list[dict[str, str]] = []
     for case in cases:
         try:
             data = load_case(case)
@@ -30,12 +34,19 @@ def scan_cases(cases: list[Case], split: str) -> tuple[list[Case], dict[str, Any
         spacings.append(data.spacing)
         shapes.append(data.image.shape)
         unknown_spacing += not data.spacing_known
+        has_lesion = bool(data.label.any())
+        if bool(case.ich) != has_lesion:
+            problem = "ich=1 but its mask is empty" if case.ich else "ich=0 but its mask marks a lesion"
+            where = case.mask_path if case.mask_path is not None else case.volume_path
+            warnings.warn(f"{where}: {problem} ({case.case_id}, {split})", stacklevel=2)
+            disagreements.append({"case_id": case.case_id, "problem": problem})
         if case.ich:
             lesion_ml.append(float(data.label.sum()) * float(np.prod(data.spacing)) / 1000.0)
     stats: dict[str, Any] = {
         "split": split, "cases": len(good), "positives": sum(c.ich for c in good),
         "negatives": sum(1 - c.ich for c in good), "patients": len({c.patient_id for c in good}),
         "bad_cases": len(bad), "bad_case_reasons": bad, "spacing_unknown_assumed_1mm": unknown_spacing,
+        "ich_mask_disagreements": len(disagreements), "ich_mask_disagreement_cases": disagreements,
     }
     if spacings:
         s = np.asarray(spacings)

@@ -39,7 +39,7 @@ def test_clicks_are_drawn_uniformly_from_the_whole_error_region():
 def test_click_rounds_train_on_empty_and_full_masks():
     torch.manual_seed(0)
     model = build_ich_model("tiny", 8, 32)
-    rounds = ClickRoundsForward(model, num_rounds=4)
+    rounds = ClickRoundsForward(model, num_clicks=3)
     images = torch.randn(2, 1, 32, 32, 32)
     labels = torch.zeros(2, 1, 32, 32, 32)
     labels[1] = 1.0  # one empty crop, one that is all haemorrhage
@@ -49,11 +49,36 @@ def test_click_rounds_train_on_empty_and_full_masks():
     assert torch.isfinite(model.prompt_encoder.not_a_point_embed.weight.grad).all()
 
 
-def test_num_rounds_sets_the_number_of_decoder_passes():
+def test_num_clicks_sets_the_number_of_decoder_passes():
     model = build_ich_model("tiny", 8, 32)
     images, labels = torch.randn(1, 1, 32, 32, 32), torch.zeros(1, 1, 32, 32, 32)
-    assert len(ClickRoundsForward(model, 1)(images, labels)[0]) == 1
-    assert len(ClickRoundsForward(model, 6)(images, labels)[0]) == 6
+    assert len(ClickRoundsForward(model, 1)(images, labels)[0]) == 2  # automatic round + 1 click round
+    assert len(ClickRoundsForward(model, 6)(images, labels)[0]) == 7
+
+
+def test_first_click_round_starts_from_an_empty_mask_with_a_click_inside_the_lesion(monkeypatch):
+    """As SAM-Med3D: click round 1 samples from the error region of an empty prediction (so a
+    positive click inside the lesion) and gets all-zero low-res logits as its mask prompt."""
+    import projects.sam_med3d_ich.interaction as interaction
+
+    torch.manual_seed(0)
+    model = build_ich_model("tiny", 8, 32)
+    labels = torch.zeros(1, 1, 32, 32, 32)
+    labels[0, 0, 10:14, 10:14, 10:14] = 1
+    seen_priors, seen_clicks = [], []
+    decode = model.decode
+
+    def recording_decode(embeddings, points=None, prior=None):
+        seen_priors.append(None if prior is None else prior.clone())
+        seen_clicks.append(points)
+        return decode(embeddings, points, prior)
+
+    monkeypatch.setattr(model, "decode", recording_decode)
+    interaction.ClickRoundsForward(model, 1)(torch.randn(1, 1, 32, 32, 32), labels, torch.Generator().manual_seed(0))
+    assert seen_priors[0] is None and seen_clicks[0] is None  # the automatic round: no prompt at all
+    assert torch.equal(seen_priors[1], torch.zeros(1, 1, 16, 16, 16))
+    coords, click_labels = seen_clicks[1]
+    assert click_labels.tolist() == [[1]] and labels[0, 0][tuple(coords[0, 0])] == 1
 
 
 def test_click_map_round_trip_and_bounds():

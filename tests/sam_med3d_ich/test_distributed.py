@@ -26,7 +26,8 @@ TIMEOUT_S = 120
 SEED = 2  # puts the case that breaks on rank 1 only (see the test on skipped cases)
 FLAGS = ["--model_type", "tiny", "--visual_tokens", "8", "--visual_token_dim", "32", "--num_workers", "0",
          "--num_clicks", "2", "--batch_size", "1", "--lr", "2e-3", "--prompt_decoder_lr_scale", "1",
-         "--epochs", "2", "--augmentation_prob", "1", "--device", "cpu", "--seed", str(SEED)]
+         "--epochs", "2", "--augmentation_prob", "1", "--device", "cpu", "--seed", str(SEED), "--val_clicks", "1",
+         "--target_spacing", "native"]
 VANISHING = "099.pkl"  # an ICH-negative training case deleted after the ranks have scanned the data
 
 
@@ -121,7 +122,7 @@ def test_only_rank_zero_writes_the_run_folder(ddp_run):
             "sam_encoder.pth", "loss_curves.png"} <= names
     assert sum(n.startswith("training_summary_") for n in names) == 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2]  # logged once, not once per rank
+    assert [r["epoch"] for r in rows if "epoch" in r] == [1, 2]  # logged once, not once per rank
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     # the checkpoint holds the replicas' weights (no "module." prefix from DDP)
     final = torch.load(ddp_run["records"] / "final0.pt")

@@ -20,8 +20,8 @@ from projects.sam_med3d_ich.modeling.image_encoder3d import (
 )
 from shared.checkpoint import CheckpointError
 
-# the reference lives beside the repository: ../shared/reference/
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "sam_med3d_vit_b_ori_state_dict.json"
+# key manifest of the official vit_b_ori (sam_med3d_turbo.pth), copied into the repository
+REFERENCE = Path(__file__).resolve().parent / "data" / "sam_med3d_vit_b_ori_state_dict.json"
 
 
 def test_vit_b_ori_state_dict_equals_published_checkpoint_layout():

@@ -15,7 +15,7 @@ from monai.transforms import RandCropByPosNegLabeld
 from projects.sam_med3d_ich.config import TrainConfig
 from projects.sam_med3d_ich.dataloader import VolumeDataset, load_case, load_volume, read_cases
 from projects.sam_med3d_ich.evaluate import main as evaluate_main
-from projects.sam_med3d_ich.inference import load_trained_model, predict_volume
+from projects.sam_med3d_ich.inference import load_model_for_inference, predict_volume
 from projects.sam_med3d_ich.model import ARCHITECTURES, build_ich_model, load_sam_checkpoint
 from projects.sam_med3d_ich.modeling import ICHClassificationHead, ImageEncoderViT3D, VisualTokenHead
 from projects.sam_med3d_ich.predict import main as predict_main
@@ -25,7 +25,8 @@ from projects.sam_med3d_ich.trainer import Trainer
 from shared.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["--model_type", "tiny", "--visual_tokens", "8", "--visual_token_dim", "32", "--num_workers", "0",
-        "--num_clicks", "2", "--batch_size", "2", "--lr", "2e-3", "--prompt_decoder_lr_scale", "1"]
+        "--num_clicks", "2", "--val_clicks", "2", "--batch_size", "2", "--lr", "2e-3", "--prompt_decoder_lr_scale",
+        "1", "--target_spacing", "native"]
 
 
 def data_args(root, train="train.csv", val="val.csv"):
@@ -55,8 +56,13 @@ def test_run_writes_every_output(trained_run):
             "dataset_stats.json", "loss_curves.png"} <= names
     assert any(n.startswith("training_summary_") and n.endswith(".json") for n in names)
     rows = [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
-    assert [r["epoch"] for r in rows] == [1, 2]
-    assert {"val_dice", "val_dice_all", "val_iou", "val_auc", "train_loss", "peak_rss_mb"} <= set(rows[0])
+    epochs = [r for r in rows if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert {"val_dice_automatic", "val_dice_1click", "val_dice_nclicks", "val_dice_all", "val_iou", "val_auc",
+            "train_loss", "peak_rss_mb"} <= set(epochs[0])
+    steps = [r for r in rows if "train_step_loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, trained_run["global_steps"] + 1))
+    assert epochs[-1]["step"] == trained_run["global_steps"]  # epoch rows carry the optimiser step
     stats = json.loads(open(f"{out}/dataset_stats.json").read())
     assert stats["train"]["cases"] > 0 and "lesion_volume_ml" in stats["train"]
     assert trained_run["epochs_completed"] == 2 and trained_run["skipped_cases"] == 0
@@ -73,8 +79,8 @@ def test_log_images_writes_overlays_every_log_freq_epochs(trained_run):
 
 def test_best_model_reloads_strictly_and_predicts_the_same(trained_run):
     path = f"{trained_run['output_dir']}/best_model.pth"
-    model, settings = load_trained_model(path)
-    assert settings["model_config"] == {"model_type": "tiny", "visual_tokens": 8, "visual_token_dim": 32}
+    model, settings = load_model_for_inference(path)
+    assert settings["source"] == "this tool" and settings["model_config"] == {"model_type": "tiny", "visual_tokens": 8, "visual_token_dim": 32}
     again = build_ich_model("tiny", 8, 32)
     assert load_sam_checkpoint(again, path) == []  # heads included: nothing left at its init
     image = torch.randn(1, 1, 32, 32, 32)
@@ -118,9 +124,10 @@ def test_evaluate_reports_per_case_and_mean_metrics(trained_run, synthetic_root,
                              "--output_dir", str(tmp_path), "--num_clicks", "2", "--overlap", "0.25"])
     table = pd.read_csv(tmp_path / "per_case_metrics.csv")
     assert len(table) == summary["cases"] == len(pd.read_csv(synthetic_root / "test.csv"))
-    assert {"dice", "iou", "hd95_mm", "volume_error_ml", "ich_probability", "dice_automatic"} <= set(table.columns)
-    assert 0 <= summary["ich_auc"] <= 1 and summary["num_clicks"] == 2
-    assert summary["mean_all"]["dice"] == pytest.approx(table["dice"].mean())
+    for mode in ("automatic", "1click", "nclicks"):
+        assert {f"dice_{mode}", f"iou_{mode}", f"hd95_mm_{mode}", f"volume_error_ml_{mode}"} <= set(table.columns)
+    assert 0 <= summary["ich_auc"] <= 1 and summary["num_clicks"] == 2 and summary["source"] == "this tool"
+    assert summary["mean_all"]["dice_1click"] == pytest.approx(table["dice_1click"].mean())
 
 
 def test_predict_writes_a_mask_with_the_input_geometry(trained_run, synthetic_root, tmp_path):
@@ -172,7 +179,7 @@ def test_evaluate_with_target_spacing_reports_on_the_original_grid(trained_run, 
     for case in read_cases(synthetic_root / "test.csv", synthetic_root / "masks"):
         data = load_case(case)
         expected[case.case_id] = float(data.label.sum()) * float(np.prod(data.spacing)) / 1000.0
-    assert summary["resampled_to_input_grid"] and expected and any(v > 0 for v in expected.values())
+    assert summary["cases_resampled_to_input_grid"] == len(table) and expected and any(v > 0 for v in expected.values())
     assert dict(zip(table["case_id"], table["true_volume_ml"])) == pytest.approx(expected)
 
 
@@ -204,8 +211,9 @@ def test_parser_rejects_bad_values_naming_the_flag(capsys):
 
 def test_defaults_are_the_documented_ones():
     cfg = TrainConfig()
-    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.visual_tokens, cfg.scheduler_type, cfg.patience) == (
-        200, 2, 1e-4, 256, "reduce_on_plateau", 15)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.visual_tokens, cfg.scheduler_type,
+            cfg.patience, cfg.select_best_by) == (200, 2, 8e-4, 0.1, 256, "reduce_on_plateau", 15, "dice_1click")
+    assert cfg.target_spacing == (1.5, 1.5, 1.5) and cfg.prompt_decoder_lr_scale == 0.1  # SAM-Med3D's
 
 
 def test_optimizer_groups_follow_lr_scale_and_weight_decay(small_root, tmp_path):
@@ -334,4 +342,5 @@ def test_system_test_checklist_passes_and_fails_loudly(monkeypatch, capsys):
 
 def test_metrics_are_nan_free_where_defined(trained_run):
     final = trained_run["final_validation"]
-    assert all(math.isfinite(final[k]) for k in ("val_dice", "val_dice_all", "val_iou"))
+    assert all(math.isfinite(final[k]) for k in ("val_dice_automatic", "val_dice_1click", "val_dice_nclicks",
+                                                 "val_dice_all", "val_iou"))

@@ -11,7 +11,7 @@ from projects.sam_med3d_ich.trainer import Trainer
 
 FLAGS = ["--model_type", "tiny", "--visual_tokens", "8", "--visual_token_dim", "32", "--num_clicks", "2",
          "--batch_size", "2", "--lr", "2e-3", "--prompt_decoder_lr_scale", "1", "--augmentation_prob", "1",
-         "--scheduler_type", "cosine", "--device", "cpu"]
+         "--scheduler_type", "cosine", "--device", "cpu", "--val_clicks", "1", "--target_spacing", "native"]
 
 
 class BatchRecordingTrainer(Trainer):

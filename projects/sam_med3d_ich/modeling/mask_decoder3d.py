@@ -35,9 +35,11 @@ class MaskDecoder3D(nn.Module):
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
                 dense_prompt_embeddings: torch.Tensor, multimask_output: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embeddings [B, C, g, g, g] (one per prompt set), image_pe [1, C, g, g, g],
-        sparse [B, N, C], dense [B, C, g, g, g] -> masks [B, M, 4g, 4g, 4g], iou [B, M]
-        (M = 1, or 3 with multimask_output)."""
+        """image_embeddings [B, C, g, g, g], image_pe [1, C, g, g, g], sparse [B, N, C],
+        dense [B, C, g, g, g] -> masks [B, M, 4g, 4g, 4g], iou [B, M] (M = 1, or 3 with
+        multimask_output). As in SAM-Med3D, one image embedding serves several prompt sets."""
+        if image_embeddings.shape[0] != sparse_prompt_embeddings.shape[0]:
+            image_embeddings = image_embeddings.repeat_interleave(sparse_prompt_embeddings.shape[0], dim=0)
         batch, channels, *grid = image_embeddings.shape
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1),

@@ -1,6 +1,7 @@
 """3D prompt encoder: clicks -> sparse tokens, previous low-res logits -> dense embedding.
 
-Boxes are not supported: SAM-Med3D's box path indexes point embeddings its checkpoints do not have.
+`forward(points, boxes, masks)` is SAM-Med3D's call, so its inference loops run on this module.
+Boxes are refused: SAM-Med3D's box path indexes point embeddings its checkpoints do not have.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class PromptEncoder3D(nn.Module):
         -> [B, N + 1, C]; one padding point is appended, as the published model was trained with."""
         batch = coords.shape[0]
         coords = torch.cat([coords.float() + 0.5, coords.new_zeros(batch, 1, 3).float()], dim=1)
-        labels = torch.cat([labels, labels.new_full((batch, 1), PADDING)], dim=1)
+        labels = torch.cat([labels.long(), labels.new_full((batch, 1), PADDING).long()], dim=1)
         size = torch.tensor(self.input_image_size, dtype=torch.float32, device=coords.device)
         encoding = self.pe_layer.encode(coords / size)
         is_pad = (labels == PADDING).unsqueeze(-1)
@@ -83,11 +84,18 @@ class PromptEncoder3D(nn.Module):
                 + (labels == NEGATIVE).unsqueeze(-1) * self.point_embeddings[0].weight
                 + (labels == POSITIVE).unsqueeze(-1) * self.point_embeddings[1].weight)
 
-    def forward(self, points: tuple[torch.Tensor, torch.Tensor] | None, masks: torch.Tensor | None,
-                batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> sparse [B, N(+1), C] (empty when no points), dense [B, C, g, g, g].
+    def forward(self, points: tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor] | None = None,
+                boxes: torch.Tensor | None = None, masks: torch.Tensor | None = None, *,
+                batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM-Med3D's signature -> sparse [B, N(+1), C] (empty when no points), dense [B, C, g, g, g].
 
-        masks: previous low-res logits [B, 1, 4g, 4g, 4g] or None."""
+        points: (coords [B, N, 3], labels [B, N]) or None; masks: previous low-res logits
+        [B, 1, 4g, 4g, 4g] or None; batch_size: B when there is no prompt at all (SAM-Med3D uses 1)."""
+        if boxes is not None:
+            raise ValueError("box prompts are not supported: SAM-Med3D's box path needs point embeddings "
+                             "that its checkpoints do not have; use point prompts")
+        if batch_size is None:
+            batch_size = points[0].shape[0] if points is not None else masks.shape[0] if masks is not None else 1
         device = self.no_mask_embed.weight.device
         if points is None:
             sparse = torch.empty(batch_size, 0, self.embed_dim, device=device)
