@@ -32,6 +32,7 @@ class ModelConfig:
     freeze_image_encoder: bool = True
     freeze_prompt_encoder: bool = True
     freeze_mask_decoder: bool = False
+    gradient_checkpointing: bool = False  # recompute image-encoder block activations in backward (less memory)
 
 
 @dataclass
@@ -244,6 +245,10 @@ def _check_ranges(cfg: FinetuneConfig) -> None:
     require(d.image_size >= 16 and d.image_size % 16 == 0, f"data.image_size: must be a multiple of 16, got {d.image_size}")
     require(cfg.model.type == "tiny" or d.image_size == 1024,
             f"data.image_size: {cfg.model.type} checkpoints are trained at 1024, got {d.image_size}")
+    require(not (cfg.model.gradient_checkpointing and cfg.finetuning.strategy == "full"
+                 and cfg.model.freeze_image_encoder),
+            "model.gradient_checkpointing: applies to a training image encoder, but the full strategy with "
+            "model.freeze_image_encoder true keeps it frozen (set it false, or use adapter / lora)")
     require(d.num_points >= 1, f"data.num_points: must be >= 1, got {d.num_points}")
     require(d.num_negative_points >= 0, f"data.num_negative_points: must be >= 0, got {d.num_negative_points}")
     require(0.0 <= d.box_jitter < 1.0, f"data.box_jitter: must be in [0, 1), got {d.box_jitter}")
@@ -274,31 +279,6 @@ def _check_ranges(cfg: FinetuneConfig) -> None:
     require(t.optimizer.betas is None or len(t.optimizer.betas) == 2,
             f"training.optimizer.betas: must be two numbers, got {t.optimizer.betas}")
     require(cfg.loss.iou_loss.weight >= 0, f"loss.iou_loss.weight: must be >= 0, got {cfg.loss.iou_loss.weight}")
-
-
-# Keys a resumed run may change: where things live on this machine, loader parallelism, output
-# cadence, and a longer run. Everything else changes what the model sees or how it is updated.
-RESUME_MAY_CHANGE = ("model.checkpoint", "data.data_dir", "data.num_workers", "training.num_epochs",
-                     "training.checkpoint_every", "device.find_unused_parameters", "output")
-_ABSENT = object()
-
-
-def resume_differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """`path: old -> new` for every key (nested, by its dotted path) a resume may not change."""
-    def show(value: Any) -> str:
-        return "<absent>" if value is _ABSENT else value if isinstance(value, str) else repr(value)
-
-    differences = []
-    for key in sorted(set(stored) | set(current)):
-        path = f"{prefix}{key}"
-        if path in RESUME_MAY_CHANGE:
-            continue
-        old, new = stored.get(key, _ABSENT), current.get(key, _ABSENT)
-        if isinstance(old, dict) and isinstance(new, dict):
-            differences += resume_differences(old, new, f"{path}.")
-        elif old != new:
-            differences.append(f"{path}: {show(old)} -> {show(new)}")
-    return differences
 
 
 def config_from_dict(data: dict[str, Any]) -> FinetuneConfig:

@@ -1,7 +1,8 @@
 """Finding samples on disk and reading their instance masks: the directory and COCO layouts.
 
 Directory layout:  <data_dir>/images/<split>/<name>.jpg|png  and  <data_dir>/masks/<split>/<name>.png
-                   (binary masks, 0/255 or 0/1; optionally split into instances by connected components).
+                   (or .tif/.tiff): 0 background, each other value one object (0/255, 0/1 or a label image of
+                   any integer bit depth); optionally split further into connected components.
 COCO layout:       <data_dir>/annotations/instances_<split>.json  and  <data_dir>/<split>/<file_name>
                    (polygons or RLE; one instance per annotation; crowd annotations skipped).
 
@@ -25,10 +26,12 @@ import numpy as np
 from PIL import Image
 
 from projects.sam_finetune.errors import DataError
+from projects.sam_finetune.preprocess import TIFF_SUFFIXES, read_image
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MASK_SUFFIXES = (".png", ".tif", ".tiff")
 
 
 @dataclass
@@ -50,33 +53,38 @@ class SampleIndex:
         return dict(Counter(re.sub(r"\d+", "N", reason.split(" (")[0]) for _, reason in self.skipped))
 
 
-def read_image_rgb(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB as stored (EXIF orientation ignored), or DataError naming the file.
+def read_label_mask(path: Path) -> np.ndarray:
+    """HxW integer mask as stored (any integer bit depth; palette PNGs keep their indices).
 
-    OpenCV would otherwise rotate EXIF-tagged JPEGs while the mask PNG and the size check at
-    indexing (PIL) see the stored pixel grid: a square photo would pair a rotated image with an
-    unrotated mask without any error.
+    0 is background; every other value is one object id (a binary 0/255 or 0/1 mask has one).
+    DataError naming the file for a missing, unreadable, colour or non-integer mask.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise DataError(f"{path}: unreadable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_binary_mask(path: Path) -> np.ndarray:
-    """HxW uint8 {0, 1} from a 0/255 or 0/1 PNG, or DataError naming the file and the values."""
     if not path.is_file():
         raise DataError(f"{path}: missing mask")
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)  # as stored, like the image
-    if mask is None:
-        raise DataError(f"{path}: unreadable mask")
-    values = np.unique(mask)
-    if set(values.tolist()) <= {0, 255}:
-        return (mask == 255).astype(np.uint8)
-    if set(values.tolist()) <= {0, 1}:
-        return mask.astype(np.uint8)
-    shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
-    raise DataError(f"{path}: non-binary mask (values {shown}; expected 0/255 or 0/1)")
+    if path.suffix.lower() == ".png":
+        with contextlib.suppress(Exception), Image.open(path) as picture:
+            if picture.mode == "P":  # indexed colour: the indices are the labels
+                return np.asarray(picture)
+    try:
+        mask = read_image(path)
+    except DataError:
+        raise DataError(f"{path}: unreadable mask") from None
+    if mask.ndim == 3:
+        if not all((mask[..., c] == mask[..., 0]).all() for c in range(1, min(mask.shape[2], 3))):
+            raise DataError(f"{path}: colour mask (expected one channel of object ids)")
+        mask = mask[..., 0]
+    if not np.issubdtype(mask.dtype, np.integer) and mask.dtype != bool:
+        raise DataError(f"{path}: {mask.dtype} mask (expected integer object ids)")
+    return mask
+
+
+def mask_instances(mask: np.ndarray, split_components: bool) -> np.ndarray:
+    """HxW label mask -> (N, H, W) uint8 {0, 1}: one instance per object id (ascending), each further
+    split into 8-connected components when `split_components`."""
+    instances = [(mask == value).astype(np.uint8) for value in np.unique(mask) if value != 0]
+    if split_components:
+        instances = [component for instance in instances for component in split_connected_components(instance)]
+    return np.stack(instances) if instances else np.zeros((0, *mask.shape), np.uint8)
 
 
 def split_connected_components(mask: np.ndarray) -> np.ndarray:
@@ -87,6 +95,8 @@ def split_connected_components(mask: np.ndarray) -> np.ndarray:
 
 
 def _image_hw(path: Path) -> tuple[int, int]:
+    if path.suffix.lower() in TIFF_SUFFIXES:  # 16-bit / float / multi-channel TIFFs: PIL reads few of them
+        return read_image(path).shape[:2]
     try:
         with Image.open(path) as image:
             image.verify()
@@ -103,10 +113,11 @@ def index_directory(data_dir: Path, split: str) -> SampleIndex:
         raise DataError(f"{image_dir}: image folder of split {split!r} not found")
     records, skipped = [], []
     for image_path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
-        mask_path = mask_dir / f"{image_path.stem}.png"
+        mask_path = next((path for suffix in MASK_SUFFIXES if (path := mask_dir / f"{image_path.stem}{suffix}").is_file()),
+                         mask_dir / f"{image_path.stem}.png")
         try:
             height, width = _image_hw(image_path)
-            mask = read_binary_mask(mask_path)
+            mask = read_label_mask(mask_path)
             if mask.shape != (height, width):
                 raise DataError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match "
                                 f"image size {width}x{height}")
@@ -183,7 +194,6 @@ def _finish(records: list[SampleRecord], skipped: list[tuple[str, str]], where: 
 def load_instance_masks(record: SampleRecord, index: SampleIndex, split_instances: bool) -> np.ndarray:
     """(N, H, W) uint8 {0, 1} instance masks of one sample, in the image's original frame."""
     if record.mask_path is not None:
-        mask = read_binary_mask(record.mask_path)
-        return split_connected_components(mask) if split_instances else mask[None]
+        return mask_instances(read_label_mask(record.mask_path), split_instances)
     coco = index.coco  # type: ignore[attr-defined]
     return np.stack([coco.annToMask(ann).astype(np.uint8) for ann in record.annotations])

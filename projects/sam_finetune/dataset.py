@@ -28,15 +28,10 @@ from projects.sam_finetune.data_sources import (
     index_coco,
     index_directory,
     load_instance_masks,
-    read_image_rgb,
 )
+from projects.sam_finetune.preprocess import map_intensity, normalize_and_pad, read_image, resize_to_input
 from projects.sam_finetune.prompts import box_from_mask, jitter_box, sample_points
-from projects.sam_finetune.transforms import (
-    image_to_tensor,
-    normalize_image,
-    pad_to_square,
-    resize_longest_side,
-)
+from projects.sam_finetune.transforms import pad_to_square, resize_mask
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +90,16 @@ class PromptedSegmentationDataset(Dataset):
 
     def _load(self, index: int) -> dict[str, Any]:
         cfg, record, rng = self.cfg, self.index.records[index], self._rng(index)
-        image = read_image_rgb(record.image_path)
+        stored = read_image(record.image_path)
         masks = load_instance_masks(record, self.index, cfg.split_instances)
-        if masks.shape[1:] != image.shape[:2]:
+        if masks.shape[1:] != stored.shape[:2]:
             raise DataError(f"{record.image_path}: image changed on disk since indexing (size mismatch)")
 
-        # to the input frame: longest side = S, augmentation, normalisation, padding to S x S
+        # to the input frame with preprocess.py's steps: intensity -> uint8 RGB, longest side = S,
+        # (augmentation), normalisation and padding to S x S
         size = cfg.image_size
-        image = resize_longest_side(image, size)
-        masks = np.stack([resize_longest_side(m, size, is_mask=True) for m in masks])
+        image = resize_to_input(map_intensity(stored, cfg.intensity), size)
+        masks = np.stack([resize_mask(m, image.shape[:2]) for m in masks])
         masks = masks[masks.reshape(len(masks), -1).any(axis=1)]  # specks that vanished when shrunk
         if self.augment:
             augmented_image, augmented_masks = augment_sample(image, masks, cfg.augment, rng)
@@ -116,7 +112,7 @@ class PromptedSegmentationDataset(Dataset):
                 else np.arange(cfg.max_instances_per_image)
             masks = masks[keep]
         input_hw = image.shape[:2]
-        image = pad_to_square(normalize_image(image, cfg.normalization), size)
+        image_tensor = normalize_and_pad(image, cfg.normalization, size)
         masks = np.stack([pad_to_square(m, size) for m in masks])
 
         boxes = coords = labels = None
@@ -128,7 +124,7 @@ class PromptedSegmentationDataset(Dataset):
             coords = np.stack([c for c, _ in points])
             labels = np.stack([lab for _, lab in points])
         return {
-            "image": image_to_tensor(image),
+            "image": image_tensor,
             "masks": torch.from_numpy(masks).float(),
             "boxes": None if boxes is None else torch.from_numpy(boxes),
             "point_coords": None if coords is None else torch.from_numpy(coords),

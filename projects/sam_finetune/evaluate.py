@@ -27,10 +27,12 @@ from projects.sam_finetune.metrics import METRIC_NAMES
 from projects.sam_finetune.modeling.build import build_sam
 from projects.sam_finetune.modeling.loading import load_sam
 from projects.sam_finetune.modeling.prompted_sam import PromptedSam
+from projects.sam_finetune.preprocess import Preprocessing
 from shared.amp import AmpPolicy
 from shared.checkpoint import CheckpointError
 from shared.cli_errors import run_reporting_errors
 from shared.distributed import make_dataloader
+from shared.run import RunError
 from shared.seeding import seed_everything
 
 
@@ -60,6 +62,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if finetuned.image_size != cfg.data.image_size:
         raise ConfigError(f"{args.checkpoint}: model input size {finetuned.image_size} but data.image_size "
                           f"is {cfg.data.image_size}")
+    wanted = Preprocessing.from_config(cfg)
+    if finetuned.preprocessing_from and finetuned.preprocessing != wanted:
+        raise ConfigError(f"{finetuned.preprocessing_from}: the model was trained with preprocessing "
+                          f"{finetuned.preprocessing} but {args.config} sets {wanted}; evaluate with its own")
     models = {"finetuned": finetuned.sam}
     if not args.no_base:
         seed_everything(cfg.training.seed)  # a random-init base (no checkpoint) is the one training started from
@@ -88,8 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return summary
 
 
-def cli() -> int:
-    return run_reporting_errors(main, (ConfigError, DataError, CheckpointError))
+def cli(argv: list[str] | None = None) -> int:
+    return run_reporting_errors(lambda: main(argv), (ConfigError, DataError, CheckpointError, RunError))
 
 
 if __name__ == "__main__":

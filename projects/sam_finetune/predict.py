@@ -7,9 +7,13 @@
 Prompts in original-image pixels. `--prompts` is either a JSON file
 {"<image file name>": {"boxes": [[x0, y0, x1, y1], ...], "points": [[x, y], ...], "point_labels": [1, ...]}}
 (points are one shared prompt per box, or one prompt when there are no boxes) or a COCO annotation file
-(one box prompt per annotation's bbox). Writes the union of the predicted masks as a 0/255 PNG,
-one PNG per prompt (<name>_<i>.png) and an overlay (<name>_overlay.png).
-Uses segment-anything's SamPredictor on the loaded model (adapters and merged LoRA included).
+(one box prompt per annotation's bbox, with training's rules: crowd annotations and categories outside
+the checkpoint's `data.category_ids` (or --category_ids) are left out, malformed ones skipped and counted).
+Writes the union of the predicted masks as a 0/255 PNG, one PNG per prompt (<name>_<i>.png) and an
+overlay (<name>_overlay.png), by default under <run folder>/predictions/ (the checkpoint's folder when it
+holds a config.json) or ./predictions/, never inside the data.
+Images go through preprocess.py with the checkpoint's preprocessing (its config, or the
+preprocessing.json beside a bare state dict); segment-anything's SamPredictor does the prompting.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from projects.sam_finetune.data_sources import IMAGE_EXTENSIONS, DataError, read_image_rgb
+from projects.sam_finetune.data_sources import IMAGE_EXTENSIONS, DataError
 from projects.sam_finetune.modeling.build import MODEL_REGISTRY
 from projects.sam_finetune.modeling.loading import load_sam
+from projects.sam_finetune.preprocess import Preprocessing, map_intensity, preprocess_image, read_image
 from shared.checkpoint import CheckpointError
 from shared.cli_errors import run_reporting_errors
+from shared.run import RunError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model_type", choices=list(MODEL_REGISTRY), default=None,
                         help="needed only for a bare state dict")
     parser.add_argument("--normalization", choices=["sam", "zero_one"], default="sam",
-                        help="input scaling for a bare state dict (our checkpoints carry theirs)")
+                        help="input scaling for a bare state dict without preprocessing.json beside it "
+                             "(our checkpoints carry theirs)")
+    parser.add_argument("--category_ids", type=int, nargs="*", default=None,
+                        help="COCO prompts: categories to prompt (default: the checkpoint's data.category_ids)")
     parser.add_argument("--image", required=True, help="an image file or a folder of images")
     parser.add_argument("--box", nargs=4, type=float, action="append", metavar=("X0", "Y0", "X1", "Y1"),
                         help="a box prompt (repeat for several objects)")
@@ -47,8 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--point_label", type=int, action="append", choices=[0, 1],
                         help="label of each --point (1 object, 0 background; default 1)")
     parser.add_argument("--prompts", default=None, help="JSON or COCO file with prompts per image file name")
-    parser.add_argument("--out", default=None, help="mask PNG for a single image (default: <image>_mask.png)")
-    parser.add_argument("--output_dir", default=None, help="where masks go for a folder (default: <folder>_masks)")
+    parser.add_argument("--out", default=None, help="mask PNG for a single image (default: <output_dir>/<image>_mask.png)")
+    parser.add_argument("--output_dir", default=None,
+                        help="where masks go (default: <checkpoint's run folder>/predictions or ./predictions)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     return parser.parse_args(argv)
 
@@ -61,27 +71,60 @@ def prompts_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     return {"boxes": args.box or [], "points": points, "point_labels": labels}
 
 
-def prompts_from_file(path: Path) -> dict[str, dict[str, Any]]:
+def coco_prompts(path: Path, data: dict[str, Any], category_ids: list[int]) -> dict[str, dict[str, Any]]:
+    """Box prompts per file name from a COCO file, with training's rules: crowd annotations and other
+    categories left out, malformed annotations (no 4-number bbox, unknown image) skipped and counted."""
+    names = {image.get("id"): image.get("file_name") for image in data.get("images", []) if isinstance(image, dict)}
+    prompts: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, int] = {}
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict):
+            reason = "not an object"
+        elif ann.get("iscrowd", 0):
+            reason = "crowd annotation"
+        elif category_ids and ann.get("category_id") not in category_ids:
+            continue  # not a skip: another category, exactly as training leaves it out
+        elif ann.get("image_id") not in names:
+            reason = "unknown image id"
+        elif not (isinstance(ann.get("bbox"), list) and len(ann["bbox"]) == 4
+                  and all(isinstance(v, (int, float)) for v in ann["bbox"]) and min(ann["bbox"][2:]) > 0):
+            reason = "malformed bbox"
+        else:
+            x, y, w, h = ann["bbox"]
+            entry = prompts.setdefault(names[ann["image_id"]], {"boxes": [], "points": [], "point_labels": []})
+            entry["boxes"].append([x, y, x + w, y + h])
+            continue
+        skipped[reason] = skipped.get(reason, 0) + 1
+    if skipped:
+        print(f"{path}: skipped annotations {skipped}", file=sys.stderr)
+    return prompts
+
+
+def prompts_from_file(path: Path, category_ids: list[int]) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise DataError(f"{path}: not a readable JSON prompt file ({error})") from None
-    if isinstance(data, dict) and "annotations" in data and "images" in data:  # COCO
-        names = {image["id"]: image["file_name"] for image in data["images"]}
-        prompts: dict[str, dict[str, Any]] = {}
-        for ann in data["annotations"]:
-            x, y, w, h = ann["bbox"]
-            entry = prompts.setdefault(names[ann["image_id"]], {"boxes": [], "points": [], "point_labels": []})
-            entry["boxes"].append([x, y, x + w, y + h])
-        return prompts
+    if isinstance(data, dict) and isinstance(data.get("annotations"), list) and "images" in data:  # COCO
+        return coco_prompts(path, data, category_ids)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object mapping image file names to prompts")
     return data
 
 
-def predict_image(predictor: SamPredictor, image: np.ndarray, prompts: dict[str, Any]) -> np.ndarray:
-    """-> (K, H, W) bool masks, one per box (or one for a points-only prompt)."""
-    predictor.set_image(image)
+def set_image(predictor: SamPredictor, image: np.ndarray, preprocessing: Preprocessing) -> None:
+    """`SamPredictor.set_image` through preprocess.py: `image` as stored, any bit depth."""
+    tensor, original_size, input_size = preprocess_image(image, preprocessing)
+    predictor.reset_image()
+    with torch.no_grad():
+        predictor.features = predictor.model.image_encoder(tensor[None].to(predictor.device))
+    predictor.original_size, predictor.input_size, predictor.is_image_set = original_size, input_size, True
+
+
+def predict_image(predictor: SamPredictor, image: np.ndarray, prompts: dict[str, Any],
+                  preprocessing: Preprocessing) -> np.ndarray:
+    """`image` as stored -> (K, H, W) bool masks, one per box (or one for a points-only prompt)."""
+    set_image(predictor, image, preprocessing)
     boxes = np.asarray(prompts.get("boxes") or [], dtype=np.float32).reshape(-1, 4)
     points = np.asarray(prompts.get("points") or [], dtype=np.float32).reshape(-1, 2)
     labels = np.asarray(prompts.get("point_labels") or [1] * len(points), dtype=np.float32)
@@ -102,6 +145,7 @@ def predict_image(predictor: SamPredictor, image: np.ndarray, prompts: dict[str,
 
 
 def write_outputs(image: np.ndarray, masks: np.ndarray, mask_path: Path) -> list[Path]:
+    """`image`: the HxWx3 uint8 picture (map_intensity's) for the overlay."""
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     union = masks.any(0)
     cv2.imwrite(str(mask_path), union.astype(np.uint8) * 255)
@@ -119,31 +163,34 @@ def write_outputs(image: np.ndarray, masks: np.ndarray, mask_path: Path) -> list
 
 
 def make_predictor(checkpoint: str | Path, model_type: str | None, normalization: str,
-                   device: torch.device) -> SamPredictor:
-    """SamPredictor on the loaded model, normalising inputs as the model was trained."""
+                   device: torch.device) -> tuple[SamPredictor, Preprocessing, list[int] | None]:
+    """SamPredictor on the loaded model, its preprocessing, and the COCO categories it trained on."""
     loaded = load_sam(checkpoint, model_type, None, normalization)
-    sam = loaded.sam.to(device)
-    if loaded.normalization == "zero_one":  # SamPredictor normalises with the model's pixel mean/std
-        sam.pixel_mean.zero_()
-        sam.pixel_std.fill_(255.0)
-    return SamPredictor(sam)
+    return SamPredictor(loaded.sam.to(device)), loaded.preprocessing, loaded.category_ids
+
+
+def default_output_dir(checkpoint: Path) -> Path:
+    """<run folder>/predictions for a checkpoint inside a run folder, else ./predictions."""
+    run_dir = checkpoint.resolve().parent
+    return run_dir / "predictions" if (run_dir / "config.json").is_file() else Path.cwd() / "predictions"
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
     args = parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    predictor = make_predictor(args.checkpoint, args.model_type, args.normalization, device)
-
     source = Path(args.image)
     if source.is_dir():
         images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        out_dir = Path(args.output_dir) if args.output_dir else source.with_name(source.name + "_masks")
     elif source.is_file():
-        images, out_dir = [source], None
+        images = [source]
     else:
         raise DataError(f"{source}: no such image or folder")
-    file_prompts = prompts_from_file(Path(args.prompts)) if args.prompts else {}
+    predictor, preprocessing, trained_categories = make_predictor(args.checkpoint, args.model_type,
+                                                                  args.normalization, device)
+    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(Path(args.checkpoint))
+    category_ids = args.category_ids if args.category_ids is not None else (trained_categories or [])
+    file_prompts = prompts_from_file(Path(args.prompts), category_ids) if args.prompts else {}
     cli_prompts = prompts_from_cli(args)
     written: list[Path] = []
     for path in images:
@@ -151,19 +198,19 @@ def main(argv: list[str] | None = None) -> list[Path]:
         if not (prompts.get("boxes") or prompts.get("points")):
             print(f"skipping {path}: no prompt for it", file=sys.stderr)
             continue
-        image = read_image_rgb(path)
-        masks = predict_image(predictor, image, prompts)
-        if out_dir is None:
-            mask_path = Path(args.out) if args.out else path.with_name(f"{path.stem}_mask.png")
+        image = read_image(path)
+        masks = predict_image(predictor, image, prompts, preprocessing)
+        if args.out and len(images) == 1:
+            mask_path = Path(args.out)
         else:
             mask_path = out_dir / f"{path.stem}_mask.png"
-        written += write_outputs(image, masks, mask_path)
+        written += write_outputs(map_intensity(image, preprocessing.intensity), masks, mask_path)
         print(f"{path}: {len(masks)} mask(s), {int(masks.any(0).sum())} pixels -> {mask_path}")
     return written
 
 
-def cli() -> int:
-    return run_reporting_errors(main, (DataError, CheckpointError, ValueError))
+def cli(argv: list[str] | None = None) -> int:
+    return run_reporting_errors(lambda: main(argv), (DataError, CheckpointError, ValueError, RunError))
 
 
 if __name__ == "__main__":

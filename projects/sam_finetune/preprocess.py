@@ -147,6 +147,15 @@ def normalization_mean_std(normalization: str) -> tuple[tuple[float, ...], tuple
     raise ValueError(f"unknown normalization {normalization!r} (expected 'sam' or 'zero_one')")
 
 
+def set_sam_normalization(sam: Any, normalization: str) -> Any:
+    """Set a segment-anything `Sam`'s pixel_mean / pixel_std (not saved in its state dict) so that
+    `Sam.preprocess`, used by the official `SamPredictor`, normalises like `normalize_and_pad`."""
+    mean, std = normalization_mean_std(normalization)
+    sam.pixel_mean.copy_(torch.tensor(mean).view(-1, 1, 1))
+    sam.pixel_std.copy_(torch.tensor(std).view(-1, 1, 1))
+    return sam
+
+
 # --- 1. reading -------------------------------------------------------------------------------------
 
 

@@ -1,9 +1,8 @@
-"""Geometry and pixel transforms between an image file and the SAM input frame.
+"""Array helpers of the SAM input frame: mask resizing, padding, normalisation and its inverse.
 
 SAM takes a square `S x S` input: the image resized so its longest side is `S` (aspect ratio kept),
-then zero-padded at the bottom and right. Boxes and points follow the same scaling. We resize with
-OpenCV on single images instead of `ResizeLongestSide.apply_image_torch`, which in
-segment-anything 1.0 computes the target size from the batch and channel dimensions of a batch.
+then zero-padded at the bottom and right. The image itself goes through preprocess.py (the one
+preprocessing path); masks follow it here with nearest-neighbour resizing to the image's new size.
 """
 
 from __future__ import annotations
@@ -16,17 +15,9 @@ SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-def longest_side_shape(height: int, width: int, target: int) -> tuple[int, int]:
-    """(h, w) after scaling the longest side to `target`, rounded like segment-anything does."""
-    scale = target / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
-def resize_longest_side(array: np.ndarray, target: int, is_mask: bool = False) -> np.ndarray:
-    """Resize HxW[xC] so its longest side is `target`; masks use nearest neighbour."""
-    new_h, new_w = longest_side_shape(array.shape[0], array.shape[1], target)
-    interpolation = cv2.INTER_NEAREST if is_mask else cv2.INTER_LINEAR
-    return cv2.resize(array, (new_w, new_h), interpolation=interpolation)
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """HxW mask -> `shape` (h, w) with nearest neighbour (the image's size from preprocess.resize_to_input)."""
+    return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
 def pad_to_square(array: np.ndarray, size: int) -> np.ndarray:

@@ -14,8 +14,9 @@ from projects.sam_finetune.config import (
     FinetuneConfig,
     config_from_dict,
     load_config,
-    resume_differences,
 )
+from projects.sam_finetune.train import RESUME_MAY_CHANGE, RESUME_MAY_INCREASE
+from shared.run import config_differences
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "projects" / "sam_finetune" / "config.yaml"
 
@@ -95,6 +96,10 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, monkeypatch, capsys):
         assert module.cli() == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "bad.yaml: data.prompt_mode: expected one of 'box', 'point', 'both'" in err
+
+
+def resume_differences(stored: dict, current: dict) -> list[str]:
+    return config_differences(stored, current, may_change=RESUME_MAY_CHANGE, may_increase=RESUME_MAY_INCREASE)
 
 
 def test_resume_differences_name_key_paths_and_ignore_machine_settings():

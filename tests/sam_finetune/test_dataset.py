@@ -8,11 +8,12 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from projects.sam_finetune import dataset as dataset_cli
 from projects.sam_finetune.config import AugmentConfig, DataConfig
-from projects.sam_finetune.data_sources import DataError, index_directory, read_binary_mask
+from projects.sam_finetune.data_sources import DataError, index_directory, read_label_mask
 from projects.sam_finetune.dataset import PromptedSegmentationDataset, collate_prompted
 from projects.sam_finetune.synthetic import TARGET_CATEGORY
 from tests.sam_finetune.helpers import IMAGE_SIZE
@@ -37,7 +38,7 @@ def test_directory_items_in_input_frame_and_instance_split(directory_data):
     assert item["masks"][:, h:, :].sum() == 0 and item["masks"][:, :, w:].sum() == 0  # padding is background
     assert item["boxes"].shape == (1, 4) and item["point_coords"].shape == (1, 1, 2)
     for i in range(len(split)):
-        mask = read_binary_mask(directory_data / "masks" / "train" / f"img_{i:04d}.png")
+        mask = read_label_mask(directory_data / "masks" / "train" / f"img_{i:04d}.png")
         assert len(split[i]["masks"]) == _components(mask)
         assert torch.equal(split[i]["masks"].amax(0), whole[i]["masks"][0])
 
@@ -124,7 +125,8 @@ def test_bad_samples_are_skipped_counted_and_named(directory_data, tmp_path, cap
     shutil.copytree(directory_data, root)
     cv2.imwrite(str(_break(root, "img_0000.png")), np.zeros((10, 10), np.uint8) + 255)  # size mismatch
     _break(root, "img_0001.png").unlink()  # missing mask
-    cv2.imwrite(str(_break(root, "img_0002.png")), np.full((48, 64), 7, np.uint8))  # non-binary
+    tifffile.imwrite(_break(root, "img_0002.tif"), np.full((64, 48), 0.5, np.float32))  # not integer ids
+    _break(root, "img_0002.png").unlink()
     cv2.imwrite(str(_break(root, "img_0003.png")), np.zeros((64, 48), np.uint8))  # empty
     (root / "images" / "train" / "img_0004.png").write_bytes(b"not a png")  # unreadable image
     cv2.imwrite(str(_break(root, "img_0005.png")), np.ones((64, 48), np.uint8))  # 0/1 mask: accepted
@@ -133,11 +135,11 @@ def test_bad_samples_are_skipped_counted_and_named(directory_data, tmp_path, cap
     reasons = dict(index.skipped)
     assert "mask size 10x10 does not match image size 64x48" in reasons[str(_break(root, "img_0000.png"))]
     assert reasons[str(_break(root, "img_0001.png"))] == "missing mask"
-    assert "non-binary mask (values 7" in reasons[str(_break(root, "img_0002.png"))]
+    assert reasons[str(_break(root, "img_0002.tif"))] == "float32 mask (expected integer object ids)"
     assert reasons[str(_break(root, "img_0003.png"))] == "empty mask (no prompt possible)"
     assert "unreadable image" in reasons[str(root / "images" / "train" / "img_0004.png")]
     assert sum(index.skipped_counts.values()) == 5
-    assert "img_0002.png: non-binary mask" in caplog.text
+    assert "img_0002.tif: float32 mask" in caplog.text
 
 
 def test_coco_annotation_without_segmentation_is_skipped(coco_data, tmp_path):

@@ -7,14 +7,14 @@ import pytest
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from projects.sam_finetune.preprocess import resize_to_input
 from projects.sam_finetune.prompts import box_from_mask, jitter_box, sample_points
 from projects.sam_finetune.transforms import (
     SAM_PIXEL_MEAN,
     SAM_PIXEL_STD,
-    longest_side_shape,
     normalize_image,
     pad_to_square,
-    resize_longest_side,
+    resize_mask,
 )
 
 
@@ -26,13 +26,13 @@ from projects.sam_finetune.transforms import (
     ((100, 33), 64, (64, 21)),
 ])
 def test_longest_side_shape(hw, target, expected):
-    assert longest_side_shape(*hw, target) == expected
+    assert resize_to_input(np.zeros((*hw, 3), np.uint8), target).shape[:2] == expected
     assert ResizeLongestSide.get_preprocess_shape(*hw, target) == expected
 
 
 def test_resize_and_pad_sizes_on_a_batch_where_segment_anything_1_0_fails():
     images = [np.zeros((480, 640, 3), np.uint8), np.zeros((1000, 300, 3), np.uint8)]
-    resized = [resize_longest_side(im, 256) for im in images]
+    resized = [resize_to_input(im, 256) for im in images]
     assert [r.shape for r in resized] == [(192, 256, 3), (256, 77, 3)]
     assert all(pad_to_square(r, 256).shape == (256, 256, 3) for r in resized)
     # the released package sizes a batch from its batch and channel dimensions instead of H, W
@@ -40,7 +40,7 @@ def test_resize_and_pad_sizes_on_a_batch_where_segment_anything_1_0_fails():
     assert tuple(ResizeLongestSide(256).apply_image_torch(batch).shape[-2:]) != (192, 256)
     mask = np.zeros((480, 640), np.uint8)
     mask[100:200, 300:400] = 1
-    small = resize_longest_side(mask, 256, is_mask=True)
+    small = resize_mask(mask, (192, 256))
     assert small.shape == (192, 256) and set(np.unique(small)) == {0, 1}
 
 

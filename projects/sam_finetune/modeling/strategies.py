@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +28,9 @@ from torch import nn
 from projects.sam_finetune.config import AdapterConfig, FinetuneConfig
 from projects.sam_finetune.modeling.adapters import add_adapters, is_adapter_parameter, remove_adapters
 from projects.sam_finetune.modeling.build import build_sam
+from projects.sam_finetune.modeling.checkpointing import enable_gradient_checkpointing
 from projects.sam_finetune.modeling.lora import add_lora, lora_module_names, lora_state_dict, merged_sam
+from projects.sam_finetune.preprocess import PREPROCESSING_FILE, Preprocessing, set_sam_normalization
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,8 @@ def apply_strategy(sam: Sam, cfg: FinetuneConfig) -> FinetunedSam:
     _set_trainable(sam.mask_decoder, not model_cfg.freeze_mask_decoder)
     if not any(p.requires_grad for p in sam.parameters()):
         raise ValueError(f"strategy {strategy!r} with these freeze flags trains nothing: unfreeze a part")
+    if model_cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(sam.image_encoder)
     return FinetunedSam(sam=sam, strategy=strategy, model_type=cfg.model.type,
                         strategy_config=strategy_config, lora_model=lora_model)
 
@@ -120,9 +125,14 @@ def load_finetuned(model_type: str, stock_checkpoint: str, image_size: int,
                    strategy_payload: dict[str, Any] | None = None) -> Sam:
     """Rebuild the fine-tuned model from the stock checkpoint plus (adapter / LoRA) strategy weights.
 
-    LoRA is already merged into the stock checkpoint, so only adapters need the strategy file.
+    LoRA is already merged into the stock checkpoint, so only adapters need the strategy file. The
+    preprocessing.json beside the stock checkpoint sets the model's pixel_mean / pixel_std, so
+    `SamPredictor(sam).set_image(map_intensity(image, intensity))` matches training.
     """
     sam = build_sam(model_type, stock_checkpoint, image_size=image_size)
+    beside = Path(stock_checkpoint).parent / PREPROCESSING_FILE
+    if beside.is_file():
+        set_sam_normalization(sam, Preprocessing.load(beside).normalization)
     if strategy_payload is None or strategy_payload["strategy"] != "adapter":
         return sam
     add_adapters(sam.image_encoder, AdapterConfig(**strategy_payload["strategy_config"]))
@@ -149,3 +159,46 @@ def describe_trainable(model: FinetunedSam) -> dict[str, int]:
 def build_finetuned_sam(cfg: FinetuneConfig) -> FinetunedSam:
     sam = build_sam(cfg.model.type, cfg.model.checkpoint, image_size=cfg.data.image_size)
     return apply_strategy(sam, cfg)
+
+
+def unreachable_parameter_prefixes(cfg: FinetuneConfig) -> list[str]:
+    """Parameter-name prefixes no prompt of this config ever gives a gradient (we never prompt with masks)."""
+    d = cfg.data
+    prefixes = ["prompt_encoder.mask_downscaling."]
+    if d.prompt_mode == "box":
+        prefixes += ["prompt_encoder.point_embeddings.0.", "prompt_encoder.point_embeddings.1.",
+                     "prompt_encoder.not_a_point_embed."]
+    else:
+        if d.prompt_mode == "point":
+            prefixes += ["prompt_encoder.point_embeddings.2.", "prompt_encoder.point_embeddings.3."]
+        if d.num_negative_points == 0:
+            prefixes.append("prompt_encoder.point_embeddings.0.")
+            if d.prompt_mode == "both":  # with a box there is no "not a point" padding
+                prefixes.append("prompt_encoder.not_a_point_embed.")
+    if cfg.loss.iou_loss.weight == 0:
+        prefixes.append("mask_decoder.iou_prediction_head.")
+    return prefixes
+
+
+def freeze_unreachable_parameters(sam: Sam, cfg: FinetuneConfig) -> list[str]:
+    """Freeze the trainable weights no prompt of `cfg` reaches; returns their names.
+
+    Without DDP's find_unused_parameters, such weights stop the run at its second step. They never get
+    a gradient, so freezing them changes no update (AdamW skips gradient-less weights). With points and
+    negatives next to a box, "not a point" padding appears only for objects that fill the image: that
+    weight trains on some steps only, which no setting but find_unused_parameters can serve.
+    """
+    from projects.sam_finetune.config import ConfigError
+
+    d = cfg.data
+    if (d.prompt_mode == "both" and d.num_negative_points > 0 and not cfg.model.freeze_prompt_encoder):
+        raise ConfigError("device.find_unused_parameters: must be true under DDP with a trainable prompt encoder "
+                          "and prompt_mode both with negative points (the 'not a point' weight trains on some "
+                          "steps only)")
+    prefixes = tuple(unreachable_parameter_prefixes(cfg))
+    frozen = []
+    for name, parameter in sam.named_parameters():
+        if parameter.requires_grad and name.startswith(prefixes):
+            parameter.requires_grad_(False)
+            frozen.append(name)
+    return frozen
