@@ -13,7 +13,6 @@ reported with its file, never replaced by zeros.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import re
 from collections import Counter
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from projects.sam_finetune.coco import decode_segmentation, read_coco
 from projects.sam_finetune.errors import DataError
 from projects.sam_finetune.preprocess import TIFF_SUFFIXES, read_image
 
@@ -131,38 +131,16 @@ def index_directory(data_dir: Path, split: str) -> SampleIndex:
 
 
 def index_coco(data_dir: Path, split: str, category_ids: list[int]) -> SampleIndex:
-    from pycocotools.coco import COCO
-
+    """Images with at least one usable annotation; malformed, crowd and unknown-id annotations skipped
+    and counted with their annotation id (coco.read_coco). Masks are decoded when a sample loads."""
     annotation_file = data_dir / "annotations" / f"instances_{split}.json"
     if not annotation_file.is_file():
         raise DataError(f"{annotation_file}: COCO annotation file of split {split!r} not found")
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        try:
-            coco = COCO(str(annotation_file))
-        except Exception as error:
-            raise DataError(f"{annotation_file}: not a COCO annotation file ({error})") from None
-    unknown = sorted(set(category_ids) - set(coco.getCatIds()))
-    if unknown:
-        raise DataError(f"{annotation_file}: category ids {unknown} not in the file "
-                        f"(has {sorted(coco.getCatIds())})")
-    records, skipped = [], []
-    for image_id in sorted(coco.getImgIds()):
-        info = coco.loadImgs(image_id)[0]
+    coco = read_coco(annotation_file, category_ids)
+    records, skipped = [], list(coco.skipped)
+    for image_id in sorted(coco.annotations):
+        info = coco.images[image_id]
         image_path = data_dir / split / info["file_name"]
-        annotations = []
-        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, catIds=category_ids or [], iscrowd=None)):
-            if ann.get("iscrowd", 0):
-                skipped.append((f"{annotation_file} (annotation {ann['id']})", "crowd annotation"))
-                continue
-            if not ann.get("segmentation"):
-                skipped.append((f"{annotation_file} (annotation {ann['id']})", "annotation without segmentation"))
-                continue
-            if not coco.annToMask(ann).any():
-                skipped.append((f"{annotation_file} (annotation {ann['id']})", "empty mask: no prompt possible"))
-                continue
-            annotations.append(ann)
-        if not annotations:
-            continue
         try:
             height, width = _image_hw(image_path)
             if (height, width) != (info["height"], info["width"]):
@@ -171,10 +149,9 @@ def index_coco(data_dir: Path, split: str, category_ids: list[int]) -> SampleInd
         except DataError as error:
             skipped.append(_file_and_reason(error))
             continue
-        records.append(SampleRecord(image_path=image_path, annotations=annotations, image_hw=(height, width)))
-    index = _finish(records, skipped, annotation_file)
-    index.coco = coco  # type: ignore[attr-defined]  # kept for annToMask
-    return index
+        records.append(SampleRecord(image_path=image_path, annotations=coco.annotations[image_id],
+                                    image_hw=(height, width)))
+    return _finish(records, skipped, annotation_file)
 
 
 def _file_and_reason(error: DataError) -> tuple[str, str]:
@@ -195,5 +172,15 @@ def load_instance_masks(record: SampleRecord, index: SampleIndex, split_instance
     """(N, H, W) uint8 {0, 1} instance masks of one sample, in the image's original frame."""
     if record.mask_path is not None:
         return mask_instances(read_label_mask(record.mask_path), split_instances)
-    coco = index.coco  # type: ignore[attr-defined]
-    return np.stack([coco.annToMask(ann).astype(np.uint8) for ann in record.annotations])
+    height, width = record.image_hw
+    masks = []
+    for ann in record.annotations:
+        try:
+            masks.append(decode_segmentation(ann["segmentation"], height, width))
+        except Exception as error:  # pycocotools raises several types for a bad compressed RLE
+            raise DataError(f"{record.image_path}: annotation {ann.get('id')} does not decode "
+                            f"({type(error).__name__})") from None
+    masks = [mask for mask in masks if mask.any()]  # an empty polygon gives no prompt
+    if not masks:
+        raise DataError(f"{record.image_path}: every annotation decodes to an empty mask")
+    return np.stack(masks)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,12 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from projects.sam_finetune.coco import decode_segmentation, read_coco
 from projects.sam_finetune.data_sources import IMAGE_EXTENSIONS, DataError
 from projects.sam_finetune.modeling.build import MODEL_REGISTRY
 from projects.sam_finetune.modeling.loading import load_sam
 from projects.sam_finetune.preprocess import Preprocessing, map_intensity, preprocess_image, read_image
+from projects.sam_finetune.prompts import box_from_mask
 from shared.checkpoint import CheckpointError
 from shared.cli_errors import run_reporting_errors
 from shared.run import RunError
@@ -71,32 +74,28 @@ def prompts_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     return {"boxes": args.box or [], "points": points, "point_labels": labels}
 
 
-def coco_prompts(path: Path, data: dict[str, Any], category_ids: list[int]) -> dict[str, dict[str, Any]]:
-    """Box prompts per file name from a COCO file, with training's rules: crowd annotations and other
-    categories left out, malformed annotations (no 4-number bbox, unknown image) skipped and counted."""
-    names = {image.get("id"): image.get("file_name") for image in data.get("images", []) if isinstance(image, dict)}
+def coco_prompts(path: Path, category_ids: list[int]) -> dict[str, dict[str, Any]]:
+    """One box prompt per usable annotation, by file name, selected exactly as training selects them
+    (coco.read_coco: crowd, malformed and unknown-id annotations skipped and counted)."""
+    coco = read_coco(path, category_ids)
+    if coco.skipped:
+        reasons = Counter(reason.split(" (")[0] for _, reason in coco.skipped)
+        print(f"{path}: skipped {len(coco.skipped)} annotations {dict(reasons)}", file=sys.stderr)
     prompts: dict[str, dict[str, Any]] = {}
-    skipped: dict[str, int] = {}
-    for ann in data["annotations"]:
-        if not isinstance(ann, dict):
-            reason = "not an object"
-        elif ann.get("iscrowd", 0):
-            reason = "crowd annotation"
-        elif category_ids and ann.get("category_id") not in category_ids:
-            continue  # not a skip: another category, exactly as training leaves it out
-        elif ann.get("image_id") not in names:
-            reason = "unknown image id"
-        elif not (isinstance(ann.get("bbox"), list) and len(ann["bbox"]) == 4
-                  and all(isinstance(v, (int, float)) for v in ann["bbox"]) and min(ann["bbox"][2:]) > 0):
-            reason = "malformed bbox"
-        else:
-            x, y, w, h = ann["bbox"]
-            entry = prompts.setdefault(names[ann["image_id"]], {"boxes": [], "points": [], "point_labels": []})
-            entry["boxes"].append([x, y, x + w, y + h])
-            continue
-        skipped[reason] = skipped.get(reason, 0) + 1
-    if skipped:
-        print(f"{path}: skipped annotations {skipped}", file=sys.stderr)
+    for image_id, image_annotations in coco.annotations.items():
+        image = coco.images[image_id]
+        boxes = []
+        for ann in image_annotations:
+            bbox = ann.get("bbox")
+            if isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox) \
+                    and min(bbox[2:]) > 0:
+                x, y, w, h = bbox
+                boxes.append([x, y, x + w, y + h])
+            else:  # no usable bbox: the box of its mask, as training draws it
+                mask = decode_segmentation(ann["segmentation"], image["height"], image["width"])
+                if mask.any():
+                    boxes.append(box_from_mask(mask).tolist())
+        prompts[image["file_name"]] = {"boxes": boxes, "points": [], "point_labels": []}
     return prompts
 
 
@@ -105,8 +104,8 @@ def prompts_from_file(path: Path, category_ids: list[int]) -> dict[str, dict[str
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise DataError(f"{path}: not a readable JSON prompt file ({error})") from None
-    if isinstance(data, dict) and isinstance(data.get("annotations"), list) and "images" in data:  # COCO
-        return coco_prompts(path, data, category_ids)
+    if isinstance(data, dict) and "annotations" in data and "images" in data:  # COCO
+        return coco_prompts(path, category_ids)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object mapping image file names to prompts")
     return data
