@@ -1,9 +1,11 @@
 """Two gloo processes on CPU: box-only prompts leave prompt-encoder weights without gradient, so DDP
-needs `device.find_unused_parameters` unless the prompt encoder is frozen; then train.py under DDP."""
+needs `device.find_unused_parameters` unless the prompt encoder is frozen; train.py under DDP freezes
+those weights itself (or refuses a config it cannot serve, naming the key)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -16,13 +18,14 @@ import torch
 import torch.multiprocessing as mp
 
 from projects.sam_finetune import train
-from projects.sam_finetune.config import config_from_dict
+from projects.sam_finetune.config import ConfigError, config_from_dict
 from projects.sam_finetune.dataset import PromptedSegmentationDataset, collate_prompted
 from projects.sam_finetune.engine import batch_loss
 from projects.sam_finetune.losses import SamFinetuneLoss
 from projects.sam_finetune.modeling.prompted_sam import PromptedSam
-from projects.sam_finetune.modeling.strategies import build_finetuned_sam
+from projects.sam_finetune.modeling.strategies import build_finetuned_sam, freeze_unreachable_parameters
 from shared.distributed import make_dataloader, setup_distributed, wrap_model_ddp
+from shared.tracking import read_jsonl
 from tests.sam_finetune.helpers import tiny_config, write_config
 
 WORLD_SIZE = 2
@@ -66,9 +69,10 @@ def _worker(rank: int, port: int, data_dir: str, base: str, out_dir: str) -> Non
         except RuntimeError as error:
             results[name] = str(error).splitlines()[0]
 
-    # one image per batch, one of which fails to load: its rank has nothing to step on
+    # one image per batch, one of which fails to load: its rank has nothing to step on; a trainable
+    # prompt encoder with box prompts and find_unused_parameters false: train.py freezes what no box reaches
     config = tiny_config(Path(out_dir) / "data", Path(out_dir), Path(base), model={"freeze_prompt_encoder": False},
-                         device={"find_unused_parameters": True}, data={"batch_size": 1})
+                         device={"find_unused_parameters": False}, data={"batch_size": 1})
     summary = train.main(["--config", str(write_config(Path(out_dir) / f"ddp_{rank}.yaml", config)), "--device", "cpu"])
     results["train_run_dir"] = summary["run_dir"]
     results["train_best_val_iou"] = summary["best_val_iou"]
@@ -107,3 +111,15 @@ def test_train_py_runs_under_ddp_with_one_run_folder(ddp_results):
     assert ddp_results[0]["train_skipped_at_load"] == ddp_results[1]["train_skipped_at_load"] == 1
     config = json.loads((run_dir / "config.json").read_text())
     assert config["resolved"]["world_size"] == WORLD_SIZE
+    frozen = config["resolved"]["frozen_unreachable"]
+    assert "prompt_encoder.point_embeddings.0.weight" in frozen and "prompt_encoder.not_a_point_embed.weight" in frozen
+    assert "prompt_encoder.point_embeddings.2.weight" not in frozen  # box corners train
+    losses = [row["train/loss"] for row in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in row]
+    assert losses and all(math.isfinite(loss) for loss in losses)
+
+
+def test_a_config_ddp_cannot_serve_without_find_unused_parameters_is_refused_naming_the_key(base_checkpoint):
+    cfg = config_from_dict(tiny_config(Path("d"), Path("o"), base_checkpoint, model={"freeze_prompt_encoder": False},
+                                       data={"prompt_mode": "both", "num_negative_points": 1}))
+    with pytest.raises(ConfigError, match="device.find_unused_parameters: must be true under DDP"):
+        freeze_unreachable_parameters(build_finetuned_sam(cfg).sam, cfg)
