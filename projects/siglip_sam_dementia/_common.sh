@@ -1,8 +1,9 @@
-# Sourced by the train_*.sh / run_*.sh scripts: every setting can be overridden from the environment.
+# Sourced by the train_*.sh / run_*.sh scripts (after ../../shared/python.sh, which sets PYTHON to the
+# project's .venv/bin/python): every setting can be overridden from the environment.
 #   DATA_DIR MODEL_NAME NUM_EPOCHS BATCH_SIZE OUTPUT_DIR LEARNING_RATE SEED PYTHON EXTRA_ARGS
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
-PYTHON="${PYTHON:-python}"
+: "${PYTHON:?source ../../shared/python.sh first}"
 DATA_DIR="${DATA_DIR:-../training_dset}"
 MODEL_NAME="${MODEL_NAME:-google/siglip2-base-patch16-naflex}"
 NUM_EPOCHS="${NUM_EPOCHS:-100}"

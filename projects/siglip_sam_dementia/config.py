@@ -9,6 +9,7 @@ from pathlib import Path
 
 from shared.argtypes import open_fraction, positive_int
 
+# The documented default languages; any language folder (or `language` value) present in the data works.
 LANGUAGES = ("English", "Greek", "Spanish", "Mandarin")
 DEFAULT_MODEL_NAME = "google/siglip2-base-patch16-naflex"
 DEFAULT_CROSS_LINGUAL_TRAIN = ("English", "Spanish", "Mandarin")
@@ -18,6 +19,9 @@ DEFAULT_CROSS_LINGUAL_TEST = ("Greek",)
 # user does not pass --learning_rate / --weight_decay.
 ADAMW_LEARNING_RATE = 2e-5
 ADAMW_WEIGHT_DECAY = 0.01
+# lion-pytorch's own documented default (`Lion(params, lr=1e-4)`): what run_optimizer_comparison.sh
+# gives Lion unless LION_LEARNING_RATE is set (a test keeps it equal to the library's default).
+LION_DEFAULT_LEARNING_RATE = 1e-4
 
 # Accepted spellings of the two classes (case-insensitive): 0 = control, 1 = dementia.
 LABEL_ALIASES = {
@@ -28,15 +32,17 @@ LABEL_ALIASES = {
 OPTIMIZERS = ("adamw", "lion", "sam")
 SAM_BASES = ("adamw", "sgd", "lion")
 LOSSES = ("cross_entropy", "focal", "bce")
-PARSERS = (*LANGUAGES, "all", "cross_lingual")
+POOLED_PARSERS = ("all", "cross_lingual")  # anything else given to --parser is one language of the data
 MODALITIES = ("multimodal", "audio", "text")
 FUSIONS = ("concat", "gated", "cross_attention")
+SELECT_BY = ("val_auc", "val_macro_f1", "val_loss", "per_language_mean_auc")
+CLASS_WEIGHTS = ("none", "auto")
 
 
 @dataclass
 class TrainingConfig:
     data_dir: str = "../training_dset"
-    output_dir: str = "./outputs"
+    output_dir: str | None = None  # None: ./outputs (a resume continues in the checkpoint's folder)
     model_name: str = DEFAULT_MODEL_NAME
     # optimisation
     optimizer_type: str = "adamw"
@@ -54,9 +60,13 @@ class TrainingConfig:
     loss_type: str = "cross_entropy"
     focal_gamma: float = 2.0
     focal_alpha: float | None = None  # weight of the dementia class in the focal loss
+    class_weights: str = "none"  # "auto": inverse class frequency of the training split
+    # model selection
+    select_by: str = "val_auc"  # ties broken by the lower validation loss
+    early_stopping_patience: int | None = None  # epochs without a better selection score before stopping
     # data
     parser: str = "English"
-    languages: list[str] = field(default_factory=lambda: list(LANGUAGES))
+    languages: list[str] | None = None  # None: every language in the data (--parser all)
     train_languages: list[str] = field(default_factory=lambda: list(DEFAULT_CROSS_LINGUAL_TRAIN))
     test_languages: list[str] = field(default_factory=lambda: list(DEFAULT_CROSS_LINGUAL_TEST))
     val_fraction: float = 0.15
@@ -73,6 +83,7 @@ class TrainingConfig:
     fusion: str = "concat"
     freeze_vision: bool = False
     freeze_text: bool = False
+    gradient_checkpointing: bool = False  # both towers, transformers' own gradient_checkpointing_enable
     # run
     seed: int = 42
     num_workers: int = 0
@@ -92,7 +103,7 @@ class TrainingConfig:
         if self.parser == "cross_lingual":
             return f"{'-'.join(self.train_languages)}_to_{'-'.join(self.test_languages)}"
         if self.parser == "all":
-            return "all" if set(self.languages) == set(LANGUAGES) else "-".join(self.languages)
+            return "all" if self.languages is None else "-".join(self.languages)
         return self.parser
 
     def run_name(self, now: float | None = None) -> str:
@@ -115,7 +126,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
         description="Train a SigLIP2 speech (log-mel) + transcript dementia classifier with SAM, AdamW or Lion.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", default=d.data_dir, help="folder with <Language>/metadata.csv")
-    p.add_argument("--output_dir", default=d.output_dir, help="runs are created inside it, one folder each")
+    p.add_argument("--output_dir", default=None,
+                   help="runs are created inside it, one folder each (default ./outputs); a --resume without "
+                        "it continues in the checkpoint's own folder")
     p.add_argument("--model_name", default=d.model_name, help="hub id or local folder (AutoModel/AutoProcessor)")
     p.add_argument("--optimizer_type", choices=OPTIMIZERS, default=d.optimizer_type)
     p.add_argument("--sam_rho", type=float, default=d.sam_rho, help="SAM neighbourhood size (ASAM wants ~2.0)")
@@ -125,13 +138,21 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--focal_gamma", type=float, default=d.focal_gamma)
     p.add_argument("--focal_alpha", type=open_fraction, default=d.focal_alpha,
                    help="focal-loss weight of the dementia class (control gets 1 - alpha); unset: no weighting")
-    p.add_argument("--parser", choices=PARSERS, default=d.parser,
-                   help="one language, all (pooled), or cross_lingual (train on some, test on the others)")
-    p.add_argument("--languages", nargs="+", choices=LANGUAGES, default=None,
-                   help="with --parser all: which languages to pool (default: all four)")
-    p.add_argument("--train_languages", nargs="+", choices=LANGUAGES, default=None,
+    p.add_argument("--class_weights", choices=CLASS_WEIGHTS, default=d.class_weights,
+                   help="auto: weight each class by N / (2 N_class) of the training split, in every loss")
+    p.add_argument("--select_by", choices=SELECT_BY, default=d.select_by,
+                   help="validation metric choosing best_model.pth; ties go to the lower val_loss")
+    p.add_argument("--early_stopping_patience", type=positive_int, default=None,
+                   help="stop after this many epochs without a better --select_by score (default: never)")
+    p.add_argument("--parser", type=_language_or_parser, default=d.parser,
+                   help="one language of the data (a <data_dir>/<Language> folder or `language` value; "
+                        f"documented: {', '.join(LANGUAGES)}), all (pooled), or cross_lingual "
+                        "(train on some, test on the others)")
+    p.add_argument("--languages", nargs="+", type=_language, default=None,
+                   help="with --parser all: which languages to pool (default: every language in the data)")
+    p.add_argument("--train_languages", nargs="+", type=_language, default=None,
                    help="with --parser cross_lingual (default: English Spanish Mandarin)")
-    p.add_argument("--test_languages", nargs="+", choices=LANGUAGES, default=None,
+    p.add_argument("--test_languages", nargs="+", type=_language, default=None,
                    help="with --parser cross_lingual: held-out languages (default: Greek)")
     p.add_argument("--val_fraction", type=open_fraction, default=d.val_fraction,
                    help="speakers per language put in validation when metadata has no split column")
@@ -153,6 +174,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", choices=FUSIONS, default=d.fusion, help="how audio and text embeddings are combined")
     p.add_argument("--freeze_vision", action="store_true", help="freeze the vision (spectrogram) tower")
     p.add_argument("--freeze_text", action="store_true", help="freeze the text (transcript) tower")
+    p.add_argument("--gradient_checkpointing", action="store_true",
+                   help="recompute the SigLIP2 towers' layer activations in backward (less memory, ~1 more "
+                        "forward per pass)")
     p.add_argument("--sample_rate", type=positive_int, default=d.sample_rate)
     p.add_argument("--n_mels", type=positive_int, default=d.n_mels)
     p.add_argument("--hop_length", type=positive_int, default=d.hop_length)
@@ -168,6 +192,17 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--use_wandb", action="store_true")
     p.add_argument("--wandb_project", default=d.wandb_project)
     return p
+
+
+def _language(value: str) -> str:
+    name = value.strip()
+    if not name or name in POOLED_PARSERS or "/" in name or name.startswith("."):
+        raise argparse.ArgumentTypeError(f"invalid language {value!r}: a language folder name of the data")
+    return name
+
+
+def _language_or_parser(value: str) -> str:
+    return value if value in POOLED_PARSERS else _language(value)
 
 
 def parse_config(argv: list[str] | None = None) -> TrainingConfig:
@@ -190,13 +225,18 @@ def parse_config(argv: list[str] | None = None) -> TrainingConfig:
             parser.error(f"--train_languages and --test_languages overlap: {', '.join(sorted(overlap))}")
     if config.val_fraction + config.test_fraction >= 1.0:
         parser.error("--val_fraction + --test_fraction must be below 1")
+    if config.class_weights == "auto" and config.focal_alpha is not None:
+        parser.error("--class_weights auto and --focal_alpha both weight the classes; use one")
+    if config.gradient_checkpointing and config.freeze_vision and config.freeze_text:
+        parser.error("--gradient_checkpointing needs a trainable tower (both are frozen)")
     return config
 
 
-def selected_languages(config: TrainingConfig) -> list[str]:
-    """Every language the run reads, in a stable order."""
+def selected_languages(config: TrainingConfig, available: list[str] | None = None) -> list[str]:
+    """Every language the run reads, in a stable order; `--parser all` without --languages reads
+    every language in the data (`available`, or the documented four when not known)."""
     if config.parser == "cross_lingual":
         return [*config.train_languages, *config.test_languages]
     if config.parser == "all":
-        return list(config.languages)
+        return list(config.languages if config.languages is not None else available or LANGUAGES)
     return [config.parser]

@@ -1,8 +1,10 @@
 """Metadata, validation, speaker-level splits, the dataset and the NaFlex collator.
 
-Layout: ``<data_dir>/<Language>/metadata.csv`` with columns ``audio_path`` (relative to the language
-folder), ``transcript`` or ``transcript_path``, ``label`` (0/1, control/dementia, HC/AD, cc/cd),
-``speaker_id`` and an optional ``split`` (train/val/test). Bad samples are skipped with a warning and
+Layout: ``<data_dir>/<Language>/metadata.csv`` (or one ``<data_dir>/metadata.csv`` with a ``language``
+column) with columns ``audio_path`` (relative to the CSV's folder; not needed for --modality text),
+``transcript`` or ``transcript_path`` (not needed for --modality audio), ``label`` (0/1,
+control/dementia, HC/AD, cc/cd), ``speaker_id`` (stripped; one label per speaker) and an optional
+``split`` (train/val/test). Bad samples are skipped with a warning and
 counted, never zero-filled; structural problems (missing folder, missing column, a split with one
 class) stop the run with a one-line message naming the file.
 """
@@ -22,7 +24,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from projects.siglip_sam_dementia.audio_features import BadAudioError, LogMelCache, split_into_windows
-from projects.siglip_sam_dementia.config import LABEL_ALIASES, TrainingConfig, selected_languages
+from projects.siglip_sam_dementia.config import LABEL_ALIASES, LANGUAGES, TrainingConfig, selected_languages
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -36,13 +38,14 @@ class DataError(ValueError):
 
 @dataclass
 class Sample:
-    audio_path: Path
-    transcript: str
+    audio_path: Path | None  # None in text-only runs
+    transcript: str  # "" in audio-only runs
     label: int
-    speaker_id: str
+    speaker_id: str  # "<language>/<speaker id stripped>"
     language: str
     split: str | None  # from metadata, or None when the metadata has no split column
-    log_mel_path: Path | None = None
+    log_mel_path: Path | None = None  # None in text-only runs
+    source: str = ""  # "<metadata.csv> row <n>"
 
 
 @dataclass
@@ -62,28 +65,71 @@ def parse_label(value: Any) -> int | None:
     return LABEL_ALIASES.get(text)
 
 
-def read_metadata(data_dir: str | Path, language: str) -> tuple[Path, pd.DataFrame]:
-    folder = Path(data_dir) / language
-    if not folder.is_dir():
-        raise DataError(f"{folder}: language folder does not exist (expected <data_dir>/{language}/metadata.csv)")
-    csv_path = folder / "metadata.csv"
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: metadata.csv not found")
+def discover_languages(data_dir: str | Path) -> list[str]:
+    """The languages present in the data: `<data_dir>/<Language>/metadata.csv` folders and the
+    `language` column of a `<data_dir>/metadata.csv`; the documented four first, then the rest."""
+    data_dir = Path(data_dir)
+    found = {p.parent.name for p in data_dir.glob("*/metadata.csv")}
+    top = data_dir / "metadata.csv"
+    if top.is_file():
+        frame = _read_csv(top)
+        if "language" in frame.columns:
+            found |= {v.strip() for v in frame["language"] if v.strip()}
+    return [lang for lang in LANGUAGES if lang in found] + sorted(found - set(LANGUAGES))
+
+
+def _read_csv(csv_path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        return pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except Exception as error:
         raise DataError(f"{csv_path}: unreadable CSV ({error})") from None
-    missing = [c for c in ("audio_path", "label", "speaker_id") if c not in frame.columns]
-    if "transcript" not in frame.columns and "transcript_path" not in frame.columns:
-        missing.append("transcript or transcript_path")
+
+
+def required_columns(modality: str) -> list[str]:
+    """audio_path unless text-only; transcript (or transcript_path) unless audio-only."""
+    columns = ["label", "speaker_id"]
+    if modality != "text":
+        columns.insert(0, "audio_path")
+    if modality != "audio":
+        columns.append("transcript or transcript_path")
+    return columns
+
+
+def read_metadata(data_dir: str | Path, language: str, modality: str = "multimodal") -> tuple[Path, Path, pd.DataFrame]:
+    """(folder paths are relative to, the CSV, its rows of `language`): `<data_dir>/<language>/metadata.csv`,
+    else the rows of `<data_dir>/metadata.csv` whose `language` column is `language`."""
+    data_dir = Path(data_dir)
+    folder = data_dir / language
+    csv_path = folder / "metadata.csv"
+    top = data_dir / "metadata.csv"
+    if not folder.is_dir() and top.is_file():
+        folder, csv_path = data_dir, top
+        frame = _read_csv(top)
+        if "language" not in frame.columns:
+            raise DataError(f"{top}: no language column and no {language}/ folder beside it")
+        frame = frame[frame["language"].str.strip() == language]
+        if frame.empty:
+            raise DataError(f"{top}: no rows with language {language!r} (has "
+                            f"{', '.join(discover_languages(data_dir)) or 'none'})")
+    elif not folder.is_dir():
+        raise DataError(f"{folder}: language folder does not exist (expected <data_dir>/{language}/metadata.csv; "
+                        f"languages in {data_dir}: {', '.join(discover_languages(data_dir)) or 'none'})")
+    elif not csv_path.is_file():
+        raise DataError(f"{csv_path}: metadata.csv not found")
+    else:
+        frame = _read_csv(csv_path)
+    columns = set(frame.columns)
+    missing = [c for c in required_columns(modality) if c not in columns and not (
+        c.startswith("transcript") and columns & {"transcript", "transcript_path"})]
     if missing:
-        raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}; has {', '.join(frame.columns)}")
+        raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)} (needed for --modality {modality}); "
+                        f"has {', '.join(frame.columns)}")
     if frame.empty:
         raise DataError(f"{csv_path}: no rows")
-    return folder, frame
+    return folder, csv_path, frame
 
 
-def _transcript_of(row: pd.Series, folder: Path) -> str:
+def _transcript_of(row: pd.Series, folder: Path, where: str) -> str:
     text = row.get("transcript", "")
     if not text and row.get("transcript_path", ""):
         path = folder / row["transcript_path"]
@@ -92,43 +138,69 @@ def _transcript_of(row: pd.Series, folder: Path) -> str:
         text = path.read_text(encoding="utf-8")
     text = " ".join(str(text).split())
     if not text:
-        raise ValueError(f"{folder / row['audio_path']}: missing transcript")
+        raise ValueError(f"{where}: missing transcript")
     return text
 
 
-def load_samples(config: TrainingConfig, cache: LogMelCache) -> tuple[list[Sample], list[SkippedSample]]:
-    """Every usable sample of the selected languages, with its log-mel cached; the rest are skipped."""
+def normalise_speaker(value: Any) -> str:
+    """Speaker ids are compared stripped of surrounding white space; case is kept (S001 != s001)."""
+    return str(value).strip()
+
+
+def load_samples(config: TrainingConfig, cache: LogMelCache | None,
+                 languages: list[str] | None = None) -> tuple[list[Sample], list[SkippedSample]]:
+    """Every usable sample of `languages` (default: the run's), with its log-mel cached (unless
+    text-only); the rest are skipped. Audio-only runs need no transcripts, text-only runs no audio."""
+    if languages is None:
+        languages = selected_languages(config, discover_languages(config.data_dir))
+    uses_audio, uses_text = config.modality != "text", config.modality != "audio"
     samples: list[Sample] = []
     skipped: list[SkippedSample] = []
     rows = []
-    for language in selected_languages(config):
-        folder, frame = read_metadata(config.data_dir, language)
-        rows += [(language, folder, row) for _, row in frame.iterrows()]
-    for language, folder, row in tqdm(rows, desc="log-mel features", unit="rec", leave=False):
-        audio_path = folder / row["audio_path"]
+    for language in languages:
+        folder, csv_path, frame = read_metadata(config.data_dir, language, config.modality)
+        # row numbers as a spreadsheet shows them (the header is row 1)
+        rows += [(language, folder, f"{csv_path} row {index + 2}", row) for index, row in frame.iterrows()]
+    for language, folder, where, row in tqdm(rows, desc="log-mel features", unit="rec", leave=False):
+        audio_path = folder / row["audio_path"] if uses_audio else None
+        name = str(audio_path) if audio_path is not None else where
         try:
             label = parse_label(row["label"])
             if label is None:
-                raise ValueError(f"{audio_path}: label {row['label']!r} is not one of "
-                                 f"{', '.join(sorted(LABEL_ALIASES))}")
-            if not str(row["speaker_id"]).strip():
-                raise ValueError(f"{audio_path}: missing speaker_id")
-            transcript = _transcript_of(row, folder)
+                raise ValueError(f"{name}: label {row['label']!r} is not one of {', '.join(sorted(LABEL_ALIASES))}")
+            speaker = normalise_speaker(row["speaker_id"])
+            if not speaker:
+                raise ValueError(f"{name}: missing speaker_id")
+            transcript = _transcript_of(row, folder, name) if uses_text else ""
             split = None
             if "split" in row and str(row["split"]).strip():
                 split = SPLIT_ALIASES.get(str(row["split"]).strip().lower())
                 if split is None:
-                    raise ValueError(f"{audio_path}: split {row['split']!r} is not train/val/test")
-            log_mel_path = cache.get(audio_path)
+                    raise ValueError(f"{name}: split {row['split']!r} is not train/val/test")
+            if uses_audio and not str(row["audio_path"]).strip():
+                raise ValueError(f"{where}: no audio_path (this corpus row has a transcript only)")
+            log_mel_path = cache.get(audio_path) if uses_audio else None
         except (ValueError, BadAudioError) as error:
             warnings.warn(f"skipping sample: {error}", stacklevel=2)
-            skipped.append(SkippedSample(str(audio_path), str(error)))
+            skipped.append(SkippedSample(name, str(error)))
             continue
-        samples.append(Sample(audio_path, transcript, label, f"{language}/{row['speaker_id']}".strip(), language,
-                              split, log_mel_path))
+        samples.append(Sample(audio_path, transcript, label, f"{language}/{speaker}", language, split,
+                              log_mel_path, where))
     if not samples:
         raise DataError(f"{config.data_dir}: no usable samples ({len(skipped)} skipped)")
+    check_speaker_labels(samples)
     return samples, skipped
+
+
+def check_speaker_labels(samples: list[Sample]) -> None:
+    """A speaker is either a control or a dementia participant: conflicting labels are an error."""
+    rows_by_speaker: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for sample in samples:
+        rows_by_speaker[sample.speaker_id][sample.label].append(sample.source)
+    for speaker, by_label in rows_by_speaker.items():
+        if len(by_label) > 1:
+            details = "; ".join(f"{CLASS_NAMES[label]}: {', '.join(rows)}" for label, rows in sorted(by_label.items()))
+            raise DataError(f"speaker {speaker} has conflicting labels ({details})")
 
 
 def _speaker_split(speakers_by_label: dict[int, list[str]], fractions: dict[str, float],
@@ -228,9 +300,12 @@ class DementiaDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        log_mel = np.load(sample.log_mel_path)  # (n_mels, frames), no audio work after the first pass
+        windows = []
+        if sample.log_mel_path is not None:
+            log_mel = np.load(sample.log_mel_path)  # (n_mels, frames), no audio work after the first pass
+            windows = split_into_windows(log_mel, self.window_frames)
         return {
-            "windows": split_into_windows(log_mel, self.window_frames),
+            "windows": windows,
             "transcript": sample.transcript,
             "label": sample.label,
             "language": sample.language,
@@ -290,8 +365,10 @@ class DementiaCollator:
         }
 
 
-def build_datasets(config: TrainingConfig, cache: LogMelCache) -> tuple[dict[str, DementiaDataset], list[SkippedSample]]:
-    samples, skipped = load_samples(config, cache)
+def build_datasets(config: TrainingConfig, cache: LogMelCache | None,
+                   languages: list[str] | None = None) -> tuple[dict[str, DementiaDataset], list[SkippedSample]]:
+    """train/val/test datasets of `languages` (default: the run's, from the data), and the skipped samples."""
+    samples, skipped = load_samples(config, cache, languages)
     splits = assign_splits(samples, config)
     window_frames = max(1, int(round(config.window_seconds * cache.params.frames_per_second)))
     return {name: DementiaDataset(members, window_frames) for name, members in splits.items()}, skipped

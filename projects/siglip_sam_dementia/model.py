@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoModel
+from transformers import AutoModel, PreTrainedModel
 
 from projects.siglip_sam_dementia.fusion import CrossAttentionFusion, GatedFusion, masked_mean, to_padded
+from shared.hub import from_pretrained_or_error
+
+
+def enable_gradient_checkpointing(backbone: PreTrainedModel) -> None:
+    """transformers' own activation checkpointing of every encoder layer of both towers (the
+    non-deprecated name of `gradient_checkpointing_enable`); non-reentrant, so gradients reach the
+    weights even when a tower's inputs need none, and both SAM passes recompute correctly."""
+    backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 class DementiaClassifier(nn.Module):
@@ -24,18 +32,23 @@ class DementiaClassifier(nn.Module):
         num_logits: 1 for BCE (sigmoid), 2 for cross-entropy / focal (softmax).
         fusion_dim: width of the gated / cross-attention fusion space (default: the towers' width).
         head_hidden: width of the classifier's hidden layer (default: the towers' width).
+        gradient_checkpointing: recompute the towers' layer activations in backward (training mode only).
     """
 
     def __init__(self, model_name: str, modality: str = "multimodal", fusion: str = "concat", num_logits: int = 2,
                  fusion_dim: int | None = None, head_hidden: int | None = None, dropout: float = 0.1,
-                 freeze_vision: bool = False, freeze_text: bool = False):
+                 freeze_vision: bool = False, freeze_text: bool = False, gradient_checkpointing: bool = False,
+                 backbone: PreTrainedModel | None = None):
         super().__init__()
         self.modality = modality
         self.fusion_name = fusion
-        backbone = AutoModel.from_pretrained(model_name)
+        if backbone is None:  # `backbone`: an already built Siglip2Model (the bench's random full-size one)
+            backbone = from_pretrained_or_error(AutoModel.from_pretrained, model_name)
         if type(backbone).__name__ != "Siglip2Model":
             raise ValueError(f"{model_name}: expected a SigLIP2 NaFlex checkpoint (Siglip2Model), got "
                              f"{type(backbone).__name__}; fixed-resolution siglip2 checkpoints load as SiglipModel")
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(backbone)
         self.vision_tower = backbone.vision_model if modality in ("multimodal", "audio") else None
         self.text_tower = backbone.text_model if modality in ("multimodal", "text") else None
         # The contrastive logit scale/bias are not used for classification; they are dropped with `backbone`.
@@ -109,4 +122,4 @@ class DementiaClassifier(nn.Module):
 def build_model(config) -> DementiaClassifier:
     return DementiaClassifier(config.model_name, modality=config.modality, fusion=config.fusion,
                               num_logits=config.num_logits, freeze_vision=config.freeze_vision,
-                              freeze_text=config.freeze_text)
+                              freeze_text=config.freeze_text, gradient_checkpointing=config.gradient_checkpointing)

@@ -3,6 +3,7 @@
 # before the final test: validation comes from the training languages). Default: EN+ES+ZH -> Greek,
 # then Spanish and Mandarin held out. Each with SAM and with AdamW so the cross-lingual table
 # (SAM AUC vs AdamW AUC) is complete. Override HELD_OUT_LANGUAGES and OPTIMIZERS to run fewer.
+source "$(dirname "$0")/../../shared/python.sh"
 source "$(dirname "$0")/_common.sh"
 ALL_LANGUAGES=(English Greek Spanish Mandarin)
 for held_out in ${HELD_OUT_LANGUAGES:-Greek Spanish Mandarin}; do

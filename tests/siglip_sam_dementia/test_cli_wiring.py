@@ -6,6 +6,7 @@ import pytest
 from lion_pytorch import Lion
 from transformers import AutoProcessor
 
+import shared.run
 from projects.siglip_sam_dementia import trainer
 from projects.siglip_sam_dementia.config import parse_config
 from projects.siglip_sam_dementia.data_processor import DementiaCollator
@@ -35,12 +36,12 @@ def observed(corpus_dir, tiny_model_dir, tmp_path_factory):
                  "build_model"):
         spy(name)
 
-    class OfflineTracker(trainer.RunTracker):
+    class OfflineTracker(shared.run.RunTracker):
         def __init__(self, output_dir, config, **kwargs):
             seen["tracker_kwargs"] = kwargs
             super().__init__(output_dir, config, **{**kwargs, "use_wandb": False})
 
-    patch.setattr(trainer, "RunTracker", OfflineTracker)
+    patch.setattr(shared.run, "RunTracker", OfflineTracker)
     out = tmp_path_factory.mktemp("wiring")
     summary = trainer.main([
         "--data_dir", str(corpus_dir), "--model_name", str(tiny_model_dir), "--output_dir", str(out),

@@ -37,7 +37,10 @@ def test_issue_example_command_parses():
 
 @pytest.mark.parametrize("argv, message", [
     (["--optimizer_type", "adam"], "invalid choice"),
-    (["--parser", "French"], "invalid choice"),
+    (["--parser", "../x"], "invalid language"),
+    (["--select_by", "auc"], "invalid choice"),
+    (["--class_weights", "auto", "--focal_alpha", "0.3"], "use one"),
+    (["--early_stopping_patience", "0"], "--early_stopping_patience"),
     (["--languages", "Greek"], "--languages is only used with --parser all"),
     (["--parser", "cross_lingual", "--train_languages", "Greek", "--test_languages", "Greek"], "overlap: Greek"),
     (["--test_languages", "Greek"], "only used with --parser cross_lingual"),
@@ -48,6 +51,14 @@ def test_bad_flags_fail_at_parse_time_naming_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit):
         parse_config(argv)
     assert message in capsys.readouterr().err
+
+
+def test_languages_are_any_names_of_the_data_with_the_four_as_defaults():
+    assert selected_languages(parse_config(["--parser", "all"]), ["English", "Cantonese"]) == ["English", "Cantonese"]
+    assert selected_languages(parse_config(["--parser", "all"])) == ["English", "Greek", "Spanish", "Mandarin"]
+    cross = parse_config(["--parser", "cross_lingual", "--train_languages", "Cantonese", "--test_languages", "Taiwanese"])
+    assert selected_languages(cross) == ["Cantonese", "Taiwanese"]
+    assert parse_config(["--parser", "Cantonese", "--learning_rate", "1e-3"]).run_name().startswith("siglip-sam_Cantonese_")
 
 
 def test_language_selection_per_parser():

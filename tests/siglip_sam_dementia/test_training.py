@@ -11,6 +11,7 @@ import torch
 from projects.siglip_sam_dementia import predict, results, trainer
 from projects.siglip_sam_dementia.metrics import choose_threshold, classification_metrics
 from shared.checkpoint import load_checkpoint
+from shared.run import RunError
 
 from .conftest import TINY_ARGS
 
@@ -45,9 +46,12 @@ def test_run_folder_has_every_documented_output(sam_run):
     assert len(list(run_dir.glob("training_summary_*.json"))) == 1
     frame = pd.read_csv(run_dir / "predictions_test.csv")
     assert {"speaker", "language", "probability", "label"} <= set(frame.columns)
-    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [row for row in rows if "val_auc" in row]
     assert [row["epoch"] for row in epochs] == [1, 2, 3, 4, 5]
-    assert {"train_loss", "val_auc", "lr", "data_time_s"} <= set(epochs[0])
+    assert {"train_loss", "val_auc", "val_loss", "val_macro_f1", "data_time_s"} <= set(epochs[0])
+    steps = [row for row in rows if "lr" in row]
+    assert [row["step"] for row in steps] == list(range(1, len(steps) + 1)) and epochs[-1]["step"] == len(steps)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["optimizer_type"] == "sam" and config["learning_rate"] == 2e-3
     assert run_dir.name.startswith("siglip-sam_all_") and "_cross_entropy_sam_bs8_lr0.002_" in run_dir.name
@@ -80,9 +84,51 @@ def test_predict_cli_matches_the_runs_own_test_predictions(sam_run, corpus_dir, 
     assert result["probability"] == pytest.approx(row["probability"], abs=1e-5)
     assert result["language_seen_in_training"] is True
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["probability"] == result["probability"]
-    with pytest.raises(SystemExit, match="needs --transcript"):
-        predict.main(["--checkpoint", str(run_dir / "best_model.pth"), "--audio",
-                      str(corpus_dir / language / meta["audio_path"])])
+    assert predict.cli(["--checkpoint", str(run_dir / "best_model.pth"), "--audio",
+                        str(corpus_dir / language / meta["audio_path"])]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: this multimodal model needs --transcript"
+
+
+def test_batch_prediction_of_a_csv_and_a_folder_matches_the_runs_test_predictions(sam_run, corpus_dir, tmp_path,
+                                                                                  monkeypatch):
+    run_dir, _ = sam_run
+    expected = pd.read_csv(run_dir / "predictions_test.csv")
+    rows = []
+    for speaker in expected["speaker"]:
+        language, speaker_id = speaker.split("/")
+        meta = pd.read_csv(corpus_dir / language / "metadata.csv", dtype=str).set_index("speaker_id").loc[speaker_id]
+        rows.append({"id": speaker, "audio_path": str(corpus_dir / language / meta["audio_path"]),
+                     "transcript": meta["transcript"], "language": language})
+    rows.append({"id": "broken", "audio_path": str(tmp_path / "missing.wav"), "transcript": "the boy",
+                 "language": "Basque"})
+    pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
+    batches = []
+    real = predict.DementiaPredictor.probabilities
+    monkeypatch.setattr(predict.DementiaPredictor, "probabilities",
+                        lambda self, items: batches.append(len(items)) or real(self, items))
+    table = predict.main(["--checkpoint", str(run_dir / "best_model.pth"), "--input", str(tmp_path / "list.csv"),
+                          "--output", str(tmp_path / "out.csv"), "--batch_size", "4"])
+    written = pd.read_csv(tmp_path / "out.csv")
+    assert list(written.columns) == list(table.columns) == predict.OUTPUT_COLUMNS
+    assert len(written) == len(expected) + 1 and max(batches) == 4 and sum(batches) == len(expected)
+    scored = written.iloc[:-1]
+    np.testing.assert_allclose(scored["probability"], expected["probability"], atol=1e-5)
+    assert scored["language_seen_in_training"].all()
+    broken = written.iloc[-1]
+    assert np.isnan(broken["probability"]) and "missing.wav" in broken["error"]
+    assert broken["language_seen_in_training"] == False  # noqa: E712 - Basque never trained on
+    # a folder: recordings with same-name .txt transcripts beside them
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for row in rows[:3]:
+        name = row["id"].replace("/", "_")
+        (folder / f"{name}.wav").write_bytes(Path(row["audio_path"]).read_bytes())
+        (folder / f"{name}.txt").write_text(row["transcript"])
+    predict.main(["--checkpoint", str(run_dir / "best_model.pth"), "--input", str(folder),
+                  "--output", str(tmp_path / "folder.csv")])
+    from_folder = pd.read_csv(tmp_path / "folder.csv").set_index("id")
+    for row, probability in zip(rows[:3], expected["probability"][:3]):
+        assert from_folder.loc[row["id"].replace("/", "_"), "probability"] == pytest.approx(probability, abs=1e-5)
 
 
 def test_predict_model_name_override_and_unseen_language(sam_run, corpus_dir, tiny_model_dir, tmp_path):
@@ -121,7 +167,8 @@ def test_killed_run_resumes_to_the_same_weights(corpus_dir, tiny_model_dir, tmp_
     for key, value in final_full["model_state_dict"].items():
         torch.testing.assert_close(final_resumed["model_state_dict"][key], value, rtol=0, atol=0)
     assert resumed["test_auc"] == full["test_auc"]
-    with pytest.raises(SystemExit, match="settings differ from the run it continues"):
+    with pytest.raises(RunError, match=r"resume would change the experiment: batch_size: 4 -> 8; "
+                                        r"loss_type: cross_entropy -> focal; seed: 3 -> 42"):
         run_trainer(corpus_dir, tiny_model_dir, tmp_path / "killed", *args[:-4], "--resume", str(latest_saves[0]),
                     "--loss_type", "focal")
 
@@ -174,18 +221,35 @@ def test_bce_and_focal_runs_train_and_agree_with_their_predictions(corpus_dir, t
     from sklearn.metrics import roc_auc_score
 
     assert summary["test_auc"] == pytest.approx(roc_auc_score(test["label"], test["probability"]))
-    losses = [json.loads(line)["train_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert np.isfinite(losses).all()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert np.isfinite([row["loss"] for row in rows if "loss" in row]).all()
 
 
-def test_bad_dataset_or_checkpoint_stops_with_one_line(corpus_dir, tiny_model_dir, tmp_path):
-    with pytest.raises(SystemExit, match=r"^error: .*Greek: language folder does not exist"):
-        run_trainer(tmp_path, tiny_model_dir, tmp_path / "out", "--parser", "Greek")
+def cli_error(capsys, *argv: str) -> str:
+    """The one stderr line of a failed command line (exit code 2)."""
+    capsys.readouterr()
+    assert trainer.cli([*TINY_ARGS, *argv]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
+    assert line.startswith("error: "), line
+    return line
+
+
+def test_bad_dataset_checkpoint_or_model_stops_with_one_line_and_no_run_folder(corpus_dir, tiny_model_dir, tmp_path,
+                                                                               capsys):
+    out = tmp_path / "out"
+    common = ["--model_name", str(tiny_model_dir), "--output_dir", str(out)]
+    message = cli_error(capsys, "--data_dir", str(tmp_path), *common, "--parser", "Greek")
+    assert "Greek: language folder does not exist" in message
+    message = cli_error(capsys, "--data_dir", str(corpus_dir), *common, "--parser", "French")
+    assert "French" in message and "English, Greek, Spanish, Mandarin" in message  # the data's languages
     torch.save({"model_state_dict": {"w": torch.zeros(1000)}, "epoch": 1}, tmp_path / "whole.pth")
     whole = (tmp_path / "whole.pth").read_bytes()
     (tmp_path / "latest_model.pth").write_bytes(whole[: len(whole) // 2])  # a copy cut short
-    with pytest.raises(SystemExit, match=r"^error: .*latest_model.pth") as error:
-        run_trainer(corpus_dir, tiny_model_dir, tmp_path / "out", "--parser", "Greek", "--resume",
-                    str(tmp_path / "latest_model.pth"))
-    assert "\n" not in str(error.value)
+    message = cli_error(capsys, "--data_dir", str(corpus_dir), *common, "--parser", "Greek", "--resume",
+                        str(tmp_path / "latest_model.pth"))
+    assert "latest_model.pth" in message
+    message = cli_error(capsys, "--data_dir", str(corpus_dir), "--model_name", "google/no-such-siglip2",
+                        "--output_dir", str(out), "--parser", "Greek")
+    assert message.startswith("error: google/no-such-siglip2: not a local folder") and "--model_name DIR" in message
+    assert not out.exists()  # every input is checked before the run folder is made
 
