@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from projects.sam_finetune.augment import augment_sample, changes_pixels
+from projects.sam_finetune.augment import Augmenter, changes_pixels
 from projects.sam_finetune.config import DataConfig
 from projects.sam_finetune.data_sources import (
     DataError,
@@ -56,12 +56,12 @@ class PromptedSegmentationDataset(Dataset):
             self.index: SampleIndex = index_directory(data_dir, split)
         else:
             self.index = index_coco(data_dir, split, cfg.category_ids)
-        self.augment = train and changes_pixels(cfg.augment)
+        self.augment = Augmenter(cfg.augment) if train and changes_pixels(cfg.augment) else None
 
     @property
     def pixels_fixed(self) -> bool:
         """True when an image's input pixels are the same every epoch (its embedding can be cached)."""
-        return not self.augment
+        return self.augment is None
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -101,8 +101,8 @@ class PromptedSegmentationDataset(Dataset):
         image = resize_to_input(map_intensity(stored, cfg.intensity), size)
         masks = np.stack([resize_mask(m, image.shape[:2]) for m in masks])
         masks = masks[masks.reshape(len(masks), -1).any(axis=1)]  # specks that vanished when shrunk
-        if self.augment:
-            augmented_image, augmented_masks = augment_sample(image, masks, cfg.augment, rng)
+        if self.augment is not None:
+            augmented_image, augmented_masks = self.augment(image, masks, rng)
             if len(augmented_masks):  # otherwise every object left the frame: keep the original
                 image, masks = augmented_image, augmented_masks
         if len(masks) == 0:

@@ -223,3 +223,20 @@ def test_exif_rotated_jpeg_is_read_as_stored_like_its_mask(tmp_path):
     assert "error" not in item and item["input_size"] == (48, 64)
     red, inside = item["image"][0, :48, :64], item["masks"][0, :48, :64].bool()
     assert red[inside].mean() > 1.0 and red[~inside].mean() < -1.0  # the bright columns are the mask's
+
+
+def test_augmented_prompts_sit_on_the_augmented_masks_and_repeat_per_epoch(directory_data):
+    augment = AugmentConfig(flip_prob=0.5, scale_range=[0.7, 1.4], color_jitter=0.3)
+    cfg = _cfg(directory_data, augment=augment, box_jitter=0.0, prompt_mode="both", num_points=2,
+               split_instances=True)
+    dataset = PromptedSegmentationDataset(cfg, "train", train=True)
+    for index in range(6):
+        item = dataset[index]
+        for mask, box, points in zip(item["masks"], item["boxes"], item["point_coords"]):
+            ys, xs = mask.nonzero(as_tuple=True)
+            assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item(), ys.max().item()]
+            assert all(mask[int(y), int(x)] == 1 for x, y in points.tolist())
+    again = dataset[2]
+    assert torch.equal(again["image"], dataset[2]["image"]) and torch.equal(again["masks"], dataset[2]["masks"])
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[2]["image"], again["image"])
