@@ -52,6 +52,10 @@ demo-dformer: install
 bench: install
 	$(SAMKIT) bench all
 
+# every tool at full size on one CUDA GPU (< 8 min); without a GPU it says so in one line and exits 0
+gpu-check: install
+	@$(SAMKIT) gpu-check
+
 doctor: install
 	$(SAMKIT) doctor
 

@@ -4,6 +4,7 @@
     samkit demo [TOOL]                 train every tool (or one) end to end on generated data
     samkit make-data TOOL DIR          write a tool's synthetic dataset in its real on-disk layout
     samkit bench [TOOL]                speed / memory ratios against in-process baselines
+    samkit gpu-check                   every tool at full size on one CUDA GPU (runs/gpu-check/summary.json)
     samkit annotate --images ... --checkpoint ... --annotations ...   the SAM annotation page
                                        (projects/sam_finetune/annotate.py, same flags)
 
@@ -172,6 +173,51 @@ def annotate(ctx: typer.Context) -> None:
 
     raise typer.Exit(annotate_cli(ctx.args))
 
+
+GPU_CHECK_ROOT = Path("runs/gpu-check")
+
+
+def collect_gpu_check_cases(size: str) -> tuple[list, dict[str, str]]:
+    """Every tool's `projects/<tool>/gpu_check.py` cases; a tool whose module is missing or fails to
+    import or build is reported as not available, with the reason."""
+    cases, not_available = [], {}
+    for tool in TOOLS:
+        try:
+            module = tool_module(tool, "gpu_check")
+            if module is None:
+                not_available[tool] = f"not available: projects/{tool}/gpu_check.py does not exist yet"
+                continue
+            cases += module.gpu_check_cases(size)
+        except Exception as error:  # noqa: BLE001 - one tool's failure must not hide the others' figures
+            not_available[tool] = f"not available: {type(error).__name__}: {error}"
+    return cases, not_available
+
+
+@app.command("gpu-check")
+def gpu_check(out: Path = typer.Option(GPU_CHECK_ROOT, help="folder for summary.json"),
+              device: str = typer.Option("cuda", hidden=True,
+                                         help="smoke mode only: 'cpu' with --size tiny runs the loop on tiny models"),
+              size: str = typer.Option("full", hidden=True, help="full | tiny (tiny: smoke mode, not a measurement)"),
+              ) -> None:
+    """Every tool at full size on one CUDA GPU (< 8 minutes): SAM and AdamW/Lion steps in fp32, fp16 +
+    GradScaler and bf16, with and without gradient checkpointing; finite losses, AMP vs fp32 loss
+    curve, step time, peak CUDA memory, tool extras, shared.sam step/floor. Writes summary.json."""
+    import torch
+
+    from shared.gpu_check import run_gpu_check
+
+    if size not in ("full", "tiny"):
+        raise typer.BadParameter(f"--size must be full or tiny, got {size!r}")
+    if device not in ("cuda", "cpu") and not device.startswith("cuda:"):
+        raise typer.BadParameter(f"--device must be cuda, cuda:N or cpu, got {device!r}")
+    if device == "cpu" and size != "tiny":
+        raise typer.BadParameter("--device cpu is a smoke mode for --size tiny only (full-size models need a GPU)")
+    if device != "cpu" and not torch.cuda.is_available():
+        typer.echo("gpu-check: no CUDA GPU on this machine (torch.cuda.is_available() is False); nothing was measured")
+        raise typer.Exit(0)
+    cases, not_available = collect_gpu_check_cases(size)
+    run_gpu_check(cases, device, out, not_available=not_available, smoke=size == "tiny" or device == "cpu",
+                  echo=typer.echo)
 
 if __name__ == "__main__":
     app()

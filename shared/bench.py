@@ -1,59 +1,161 @@
-"""Benchmark of the SAM step against its floor, measured in one process on a fixed CPU model.
+"""Benchmark of the SAM step against its floor, measured in one process on fixed models.
 
     time(SAM step) / (time(AdamW step) + time(one more forward-backward))
 
-The two-pass floor is 1.0. For comparison the same ratio is measured for a clone-per-step
-implementation in the style of the reference (new copies of every weight each step). Memory:
-bytes per parameter that SAM / ASAM keep over their base optimizer.
+The two-pass floor is 1.0: SAM needs two forward-backward passes and one base-optimizer update, so
+anything above 1.0 is SAM's own work (ascent norm, save, perturb, restore) and overhead. Two models:
+an MLP (Linear + LayerNorm + GELU) and a ViT-like model (pre-norm blocks of SDPA attention and a 4x
+MLP on a token sequence), each at an optimizer-heavy small batch (the worst case for SAM's passes
+over the weights) and a compute-heavy batch (closer to real training). For comparison the same ratio
+is measured for a clone-per-step SAM in the style of the reference (new copies of every weight each
+step) over the same base optimizer, so that row differs from ours only in SAM's own mechanics.
+Memory: bytes per parameter that SAM / ASAM keep over their base optimizer.
+
+`step_time_ratios` also runs on a CUDA device (timings between `torch.cuda.synchronize()`), which is
+how `make gpu-check` measures the same ratio on a GPU.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from shared.memory import cpu_threads
 from shared.optim import build_optimizer
 from shared.sam import SAM, OptimizationStep
 
-WIDTH, DEPTH = 512, 4
+NUM_CLASSES = 10
 
 
-def _model() -> nn.Module:
-    torch.manual_seed(0)
+# -------------------------------------------------------------------------------------------------
+# The models
+
+
+def mlp(width: int = 512, depth: int = 4) -> nn.Module:
+    """(B, width) -> (B, 10) logits."""
     layers: list[nn.Module] = []
-    for _ in range(DEPTH):
-        layers += [nn.Linear(WIDTH, WIDTH), nn.LayerNorm(WIDTH), nn.GELU()]
-    return nn.Sequential(*layers, nn.Linear(WIDTH, 10))
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.LayerNorm(width), nn.GELU()]
+    return nn.Sequential(*layers, nn.Linear(width, NUM_CLASSES))
 
 
-def _interleaved_best_times(fns: dict[str, Callable[[], None]], rounds: int = 7, repeats: int = 8) -> dict[str, float]:
+class Attention(nn.Module):
+    """Multi-head self-attention through `scaled_dot_product_attention` (flash / memory-efficient
+    kernels on CUDA)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, N, D) -> (B, N, D)
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, D / heads)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class ViTBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, N, D) -> (B, N, D)
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTLike(nn.Module):
+    """Patch tokens (B, N, patch_dim) -> (B, 10) logits: linear patch embedding, learned positions,
+    pre-norm transformer blocks, mean-pooled head. `gradient_checkpointing` recomputes each block in
+    the backward pass instead of keeping its activations."""
+
+    def __init__(self, dim: int = 192, depth: int = 4, heads: int = 3, tokens: int = 64, patch_dim: int = 48,
+                 gradient_checkpointing: bool = False):
+        super().__init__()
+        self.patch_embed = nn.Linear(patch_dim, dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens, dim))
+        self.blocks = nn.ModuleList(ViTBlock(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, NUM_CLASSES)
+        self.gradient_checkpointing = gradient_checkpointing
+
+    def forward(self, patches: Tensor) -> Tensor:
+        x = self.patch_embed(patches) + self.pos_embed  # (B, N, D)
+        for block in self.blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.head(self.norm(x).mean(dim=1))
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    build: Callable[[], nn.Module]
+    make_input: Callable[[int, torch.Generator], Tensor]  # batch size -> model input (on CPU)
+    description: str
+
+
+def _mlp_input(batch: int, generator: torch.Generator) -> Tensor:
+    return torch.randn(batch, 512, generator=generator)
+
+
+def _vit_input(batch: int, generator: torch.Generator) -> Tensor:
+    return torch.randn(batch, 64, 48, generator=generator)
+
+
+MODELS = {
+    "mlp": BenchModel(mlp, _mlp_input, "MLP 4x512 (1.06M params)"),
+    "vit": BenchModel(ViTLike, _vit_input, "ViT-like 4 blocks x 192 wide, 64 tokens, SDPA (1.79M params)"),
+}
+# (optimizer-heavy, compute-heavy) batch sizes measured by `make bench` on CPU
+CPU_BATCHES = {"mlp": (64, 512), "vit": (4, 32)}
+
+
+# -------------------------------------------------------------------------------------------------
+# Timing
+
+
+def interleaved_best_times(fns: dict[str, Callable[[], None]], rounds: int = 7, repeats: int = 8,
+                           sync: Callable[[], None] = lambda: None) -> dict[str, float]:
     """Seconds per call of each function: the rounds alternate between the functions and the best
-    round counts, so a load spike on a shared machine hits every variant alike."""
+    round counts, so a load spike on a shared machine hits every variant alike. `sync` waits for
+    queued device work (torch.cuda.synchronize on a GPU) before each clock reading."""
     for fn in fns.values():  # warm-up
         fn()
         fn()
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(rounds):
         for name, fn in fns.items():
+            sync()
             start = time.perf_counter()
             for _ in range(repeats):
                 fn()
+            sync()
             best[name] = min(best[name], (time.perf_counter() - start) / repeats)
     return best
 
 
-class _CloneEachStepSAM:
-    """The reference's memory pattern: `old_p = p.data.clone()` for every weight every step."""
+class CloneEachStepSAM:
+    """The reference's memory pattern: `old_p = p.data.clone()` for every weight every step, the
+    perturbation through a temporary `p.grad * scale`, the norm as a stack of per-tensor norms."""
 
-    def __init__(self, model: nn.Module, rho: float = 0.05):
-        self.params = [p for p in model.parameters()]
-        self.base = torch.optim.AdamW(self.params, lr=1e-3, weight_decay=0.01)
+    def __init__(self, model: nn.Module, base: torch.optim.Optimizer, rho: float = 0.05):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.base = base
         self.rho = rho
 
-    def step(self, loss_fn: Callable[[], torch.Tensor]) -> None:
+    def step(self, loss_fn: Callable[[], Tensor]) -> None:
         self.base.zero_grad()
         loss_fn().backward()
         with torch.no_grad():
@@ -69,57 +171,89 @@ class _CloneEachStepSAM:
         self.base.step()
 
 
-def step_time_rows(batch_size: int) -> list[dict]:
-    """SAM / ASAM / clone-per-step SAM against the two-pass floor, at one batch size."""
-    x, y = torch.randn(batch_size, WIDTH), torch.randint(0, 10, (batch_size,))
+def step_times(model_name: str, batch_size: int, device: torch.device | str = "cpu", rounds: int = 7,
+               repeats: int = 8) -> dict[str, float]:
+    """Seconds per step of forward-backward, AdamW, SAM, ASAM and clone-per-step SAM (over AdamW)."""
+    device = torch.device(device)
+    spec = MODELS[model_name]
+    generator = torch.Generator().manual_seed(0)
+    x = spec.make_input(batch_size, generator).to(device)
+    y = torch.randint(0, NUM_CLASSES, (batch_size,), generator=generator).to(device)
 
-    def sam_like_step(optimizer_name: str, adaptive: bool = False) -> Callable[[], None]:
-        model = _model()
+    def fresh_model() -> nn.Module:
+        torch.manual_seed(0)
+        return spec.build().to(device)
+
+    def stepper(optimizer_name: str, adaptive: bool = False) -> Callable[[], None]:
+        model = fresh_model()
         optimizer = build_optimizer(optimizer_name, model, 1e-3, 0.01, sam_adaptive=adaptive,
                                     sam_rho=1.0 if adaptive else 0.05)
-        stepper = OptimizationStep(model, optimizer)
+        step = OptimizationStep(model, optimizer)
         batch = [(x, y)]
-        return lambda: stepper.step(lambda b: nn.functional.cross_entropy(model(b[0]), b[1]), batch)
+        return lambda: step.step(lambda b: F.cross_entropy(model(b[0]), b[1]), batch)
 
-    model = _model()
+    model = fresh_model()
 
     def forward_backward() -> None:
         model.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        F.cross_entropy(model(x), y).backward()
 
-    reference_model = _model()
-    reference = _CloneEachStepSAM(reference_model)
-    times = _interleaved_best_times({
+    reference_model = fresh_model()
+    reference = CloneEachStepSAM(reference_model, build_optimizer("adamw", reference_model, 1e-3, 0.01))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return interleaved_best_times({
         "forward_backward": forward_backward,
-        "adamw": sam_like_step("adamw"),
-        "sam": sam_like_step("sam"),
-        "asam": sam_like_step("sam", adaptive=True),
-        "reference": lambda: reference.step(lambda: nn.functional.cross_entropy(reference_model(x), y)),
-    })
+        "adamw": stepper("adamw"),
+        "sam": stepper("sam"),
+        "asam": stepper("sam", adaptive=True),
+        "reference": lambda: reference.step(lambda: F.cross_entropy(reference_model(x), y)),
+    }, rounds=rounds, repeats=repeats, sync=sync)
+
+
+def step_time_ratios(model_name: str, batch_size: int, device: torch.device | str = "cpu", rounds: int = 7,
+                     repeats: int = 8) -> dict[str, float]:
+    """SAM / ASAM / clone-per-step SAM step time over the floor (AdamW step + one forward-backward),
+    and the floor itself in ms."""
+    times = step_times(model_name, batch_size, device, rounds, repeats)
     floor = times["adamw"] + times["forward_backward"]
-    note = (f"MLP {DEPTH}x{WIDTH} (1.06M params), batch {batch_size}, CPU; floor = AdamW step + one "
-            f"forward-backward = {1000 * floor:.2f} ms")
-    return [{"name": f"shared.sam: {label} step / floor, batch {batch_size}", "value": times[key] / floor,
-             "unit": "ratio", "note": note}
-            for key, label in (("sam", "SAM"), ("asam", "ASAM"), ("reference", "clone-per-step SAM (reference style)"))]
+    return {"sam": times["sam"] / floor, "asam": times["asam"] / floor, "reference": times["reference"] / floor,
+            "floor_ms": 1000 * floor}
 
 
-def run_bench() -> list[dict]:
-    """Small batches make the optimizer's own passes over the weights a large share of the step (the
-    worst case for SAM's perturb/restore); large batches are closer to real training."""
-    rows = step_time_rows(64) + step_time_rows(512)
-    x, y = torch.randn(64, WIDTH), torch.randint(0, 10, (64,))
+def step_time_rows(model_name: str, batch_size: int, rounds: int = 12, repeats: int = 3) -> list[dict]:
+    """On one CPU thread: on a small shared machine a second thread mostly waits for a busy core, and
+    that noise would swamp the few per cent being measured."""
+    with cpu_threads(1):
+        ratios = step_time_ratios(model_name, batch_size, "cpu", rounds, repeats)
+    note = (f"{MODELS[model_name].description}, batch {batch_size}, CPU (1 thread); "
+            f"floor = AdamW step + one forward-backward = {ratios['floor_ms']:.2f} ms; measured")
+    labels = (("sam", "SAM"), ("asam", "ASAM"), ("reference", "clone-per-step SAM (reference style)"))
+    return [{"name": f"shared.sam: {label} step / floor, {model_name} batch {batch_size}", "value": ratios[key],
+             "unit": "ratio", "note": note} for key, label in labels]
 
+
+def optimizer_memory_rows() -> list[dict]:
+    rows = []
+    x, y = _mlp_input(64, torch.Generator().manual_seed(0)), torch.randint(0, NUM_CLASSES, (64,))
     for adaptive in (False, True):
-        model = _model()
+        torch.manual_seed(0)
+        model = mlp()
         optimizer = build_optimizer("sam", model, 1e-3, 0.01, sam_adaptive=adaptive)
-        OptimizationStep(model, optimizer).step(lambda b, m=model: nn.functional.cross_entropy(m(b[0]), b[1]),
-                                                [(x, y)])
+        OptimizationStep(model, optimizer).step(lambda b, m=model: F.cross_entropy(m(b[0]), b[1]), [(x, y)])
         assert isinstance(optimizer, SAM)
         n_params = sum(p.numel() for p in model.parameters())
         extra = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
                     if torch.is_tensor(t))
         rows.append({"name": f"shared.sam: {'ASAM' if adaptive else 'SAM'} extra optimizer memory over base",
                      "value": extra / n_params, "unit": "bytes/param",
-                     "note": "persistent; the reference keeps one full fp32 copy (4 bytes/param)"})
+                     "note": "persistent; the reference keeps one full fp32 copy (4 bytes/param); measured on the MLP"})
     return rows
+
+
+def run_bench() -> list[dict]:
+    """Both models at their optimizer-heavy and compute-heavy batch, then the memory rows."""
+    rows = []
+    for model_name, batches in CPU_BATCHES.items():
+        for batch in batches:
+            rows += step_time_rows(model_name, batch)
+    return rows + optimizer_memory_rows()
