@@ -370,5 +370,6 @@ def build_datasets(config: TrainingConfig, cache: LogMelCache | None,
     """train/val/test datasets of `languages` (default: the run's, from the data), and the skipped samples."""
     samples, skipped = load_samples(config, cache, languages)
     splits = assign_splits(samples, config)
-    window_frames = max(1, int(round(config.window_seconds * cache.params.frames_per_second)))
+    frames_per_second = cache.params.frames_per_second if cache is not None else 1.0  # text-only: no windows
+    window_frames = max(1, int(round(config.window_seconds * frames_per_second)))
     return {name: DementiaDataset(members, window_frames) for name, members in splits.items()}, skipped

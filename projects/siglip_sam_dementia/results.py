@@ -9,7 +9,10 @@
 
 Only seed replicates are averaged: each run's config.json is read, and runs that differ in any other
 setting (learning rate, --sam_rho, --fusion, epochs, ...) are separate rows, with the settings that
-tell rows apart shown in a `settings` column.
+tell rows apart shown in a `settings` column. Paths are compared resolved (`data` and `./data/` are
+one data folder), and a key counts only where it affects the run's type (--test_fraction not in
+cross-lingual runs, whose test set is the held-out language). Each table states how its runs chose
+their checkpoint (--select_by and its tie-break).
 """
 
 from __future__ import annotations
@@ -22,8 +25,13 @@ import pandas as pd
 
 # config.json keys that are not part of the experiment: seeds are what we average over; the rest say
 # where files went, how the run was logged or which machine ran it.
+# --gradient_checkpointing recomputes the same activations: the same result, less memory.
 NOT_SETTINGS = frozenset({"seed", "output_dir", "run_dir", "resume", "cache_dir", "num_workers", "use_wandb",
-                          "wandb_project", "device", "amp"})
+                          "wandb_project", "device", "amp", "gradient_checkpointing"})
+# Settings that name a place: compared as resolved paths (a hub id that is not a local folder stays as is).
+PATH_KEYS = ("data_dir", "model_name")
+# Keys that have no effect on some run types: parser -> keys left out.
+IGNORED_BY_PARSER = {"cross_lingual": ("test_fraction",)}
 # Already columns of the tables (taken from the training summary).
 SHOWN_AS_COLUMNS = frozenset({"optimizer_type", "loss_type", "modality", "parser", "languages", "train_languages",
                               "test_languages", "languages_used"})
@@ -39,12 +47,22 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
+def resolved_path(value: str) -> str:
+    """An absolute, normalised path for a local file or folder (or any value that looks like a path);
+    a hub id such as google/siglip2-base-patch16-naflex that is not a local folder is kept as it is."""
+    path = Path(value).expanduser()
+    if path.exists() or path.is_absolute() or value.startswith((".", "~")):
+        return str(path.resolve())
+    return value
+
+
 def _settings(config: dict) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
     """(shared settings, SAM settings) as sorted (key, JSON value) pairs; keys that cannot change the
     run (SAM's without SAM, focal's without the focal loss) are left out so they never split groups."""
-    ignored = set(NOT_SETTINGS | SHOWN_AS_COLUMNS | set(SAM_KEYS))
+    ignored = set(NOT_SETTINGS | SHOWN_AS_COLUMNS | set(SAM_KEYS)) | set(IGNORED_BY_PARSER.get(config.get("parser"), ()))
     if config.get("loss_type") != "focal":
         ignored |= set(FOCAL_KEYS)
+    config = {**config, **{k: resolved_path(config[k]) for k in PATH_KEYS if isinstance(config.get(k), str)}}
     shared = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in config.items() if k not in ignored))
     sam = tuple((k, json.dumps(config.get(k))) for k in SAM_KEYS) if config.get("optimizer_type") == "sam" else ()
     return shared, sam
@@ -70,6 +88,7 @@ def find_summaries(roots: list[str | Path]) -> pd.DataFrame:
                 "held_out": "+".join(summary["test_languages"] or []),
                 "trained_on": "+".join(summary["train_languages"] or []),
                 "settings": shared, "sam_settings": sam,
+                "selection": summary.get("selection_rule", "val_auc (first epoch of a tie)"),
                 "train_acc": summary["train_acc"], "test_acc": summary["test_acc"],
                 "gap": summary["generalization_gap"], "test_auc": float(summary["test_auc"]),
             })
@@ -152,8 +171,16 @@ def results_markdown(roots: list[str | Path]) -> str:
     runs = find_summaries(roots)
     if runs.empty:
         raise FileNotFoundError(f"no training_summary_*.json under {', '.join(map(str, roots))}")
-    return ("## Optimizer comparison\n\n" + optimizer_table(runs) + "\n\n## Cross-lingual transfer\n\n"
-            + cross_lingual_table(runs) + "\n")
+    crossing = runs[runs["parser"] == "cross_lingual"]
+    return ("## Optimizer comparison\n\n" + selection_line(runs) + optimizer_table(runs)
+            + "\n\n## Cross-lingual transfer\n\n" + selection_line(crossing) + cross_lingual_table(runs) + "\n")
+
+
+def selection_line(runs: pd.DataFrame) -> str:
+    """How the runs of a table chose best_model.pth (several rules: the settings column tells rows apart)."""
+    if runs.empty:
+        return ""
+    return f"Checkpoints chosen on validation by: {'; '.join(sorted(set(runs['selection'])))}.\n\n"
 
 
 def main(argv: list[str] | None = None) -> str:

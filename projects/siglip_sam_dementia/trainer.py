@@ -153,6 +153,7 @@ def train(config: TrainingConfig) -> dict:
     # ---- inputs first (data, model name, resume checkpoint); nothing is written before they pass ---
     if not Path(config.data_dir).is_dir():
         raise DataError(f"{config.data_dir}: data folder does not exist")
+    config.data_dir = str(Path(config.data_dir).resolve())  # config.json names the folder, however it was written
     languages = selected_languages(config, discover_languages(config.data_dir))
     cache = log_mel_cache_for(config)
     started = time.perf_counter()

@@ -237,3 +237,63 @@ def test_long_transcripts_become_windows_not_truncated(tiny_model_dir):
     n_tokens = len(tokenizer(long_text, add_special_tokens=False)["input_ids"])
     covered = int(encoded["attention_mask"][encoded["text_owner"] == 1].sum())
     assert covered >= n_tokens  # every token is in some window (overlaps count twice)
+
+
+def english_corpus(tmp_path, speakers=12):
+    data = make_synthetic_corpus(tmp_path / "data", languages=("English",), speakers_per_language=speakers,
+                                 words_per_recording=4)
+    return data, pd.read_csv(data / "English" / "metadata.csv", dtype=str)
+
+
+def test_speaker_ids_are_stripped_and_a_speaker_with_two_labels_is_an_error(tmp_path):
+    data, frame = english_corpus(tmp_path)
+    extra = frame.iloc[[0]].assign(speaker_id=f"  {frame['speaker_id'][0]} ")  # the same person, padded
+    pd.concat([frame, extra]).to_csv(data / "English" / "metadata.csv", index=False)
+    config = config_for(data)
+    samples, _ = load_samples(config, LogMelCache(tmp_path / "c", PARAMS))
+    assert len(samples) == 13 and len({s.speaker_id for s in samples}) == 12
+    splits = assign_splits(samples, config)
+    assert sum(s.speaker_id == f"English/{frame['speaker_id'][0]}" for s in splits["train"] + splits["val"]
+               + splits["test"]) == 2
+    extra = extra.assign(label="1" if frame["label"][0] in ("0", "control") else "0")
+    frame.iloc[[1]] = frame.iloc[[1]].assign(speaker_id=frame["speaker_id"][1].lower())  # case is kept: another id
+    pd.concat([frame, extra]).to_csv(data / "English" / "metadata.csv", index=False)
+    with pytest.raises(DataError, match=rf"speaker English/{frame['speaker_id'][0]} has conflicting labels "
+                                        r"\(control: .*metadata.csv row 2; dementia: .*metadata.csv row 14\)"):
+        load_samples(config, LogMelCache(tmp_path / "c", PARAMS))
+
+
+def test_audio_only_needs_no_transcripts_and_text_only_no_audio(tmp_path, monkeypatch):
+    data, frame = english_corpus(tmp_path)
+    frame.drop(columns=["transcript"]).to_csv(data / "English" / "metadata.csv", index=False)
+    with pytest.raises(DataError, match="missing column\\(s\\) transcript or transcript_path .*--modality multimodal"):
+        load_samples(config_for(data), LogMelCache(tmp_path / "c", PARAMS))
+    samples, skipped = load_samples(config_for(data, "--modality", "audio"), LogMelCache(tmp_path / "c", PARAMS))
+    assert len(samples) == 12 and not skipped and all(s.transcript == "" and s.log_mel_path for s in samples)
+
+    frame.drop(columns=["audio_path"]).to_csv(data / "English" / "metadata.csv", index=False)
+    shutil.rmtree(data / "English" / "audio")
+    config = config_for(data, "--modality", "text")
+    datasets, skipped = build_datasets(config, None)  # no log-mel cache at all
+    assert sum(len(d) for d in datasets.values()) == 12 and not skipped
+    item = datasets["train"][0]
+    assert item["windows"] == [] and item["transcript"]
+
+
+def test_one_metadata_csv_with_a_language_column_and_any_language_name(tmp_path):
+    data = make_synthetic_corpus(tmp_path / "data", languages=("English", "Greek"), speakers_per_language=12,
+                                 words_per_recording=4)
+    rows = []
+    for language, name in (("English", "Cantonese"), ("Greek", "Basque")):
+        part = pd.read_csv(data / language / "metadata.csv", dtype=str)
+        rows.append(part.assign(audio_path=f"{language}/" + part["audio_path"], language=name))
+        (data / language / "metadata.csv").unlink()
+    pd.concat(rows).to_csv(data / "metadata.csv", index=False)
+    config = config_for(data, "--parser", "cross_lingual", "--train_languages", "Cantonese", "--test_languages",
+                        "Basque")
+    splits = assign_splits(load_samples(config, LogMelCache(tmp_path / "c", PARAMS))[0], config)
+    assert {s.language for s in splits["test"]} == {"Basque"} and {s.language for s in splits["train"]} == {"Cantonese"}
+    datasets, _ = build_datasets(config_for(data, "--parser", "all"), LogMelCache(tmp_path / "c", PARAMS))
+    assert {s.language for d in datasets.values() for s in d.samples} == {"Cantonese", "Basque"}
+    with pytest.raises(DataError, match="no rows with language 'Welsh' \\(has Basque, Cantonese\\)"):
+        load_samples(config_for(data, "--parser", "Welsh"), LogMelCache(tmp_path / "c", PARAMS))

@@ -177,3 +177,33 @@ def test_siglip_norms_biases_and_embeddings_are_not_decayed(tiny_model_dir, opti
         expected = 0.0 if name in no_decay or name.endswith("bias") else 0.05
         assert decay_of[id(param)] == expected, name
     assert "vision_tower.post_layernorm.weight" in no_decay and "text_tower.final_layer_norm.weight" in no_decay
+
+
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients_and_recomputes(tiny_model_dir, items):
+    def run(checkpointing: bool):
+        torch.manual_seed(0)
+        model = DementiaClassifier(str(tiny_model_dir), gradient_checkpointing=checkpointing).train()
+        calls = {"vision": 0, "text": 0}
+        # count the first layer's MLP runs (module hooks do not fire in torch's recompute, so wrap forward)
+        for tower, name in ((model.vision_tower, "vision"), (model.text_tower, "text")):
+            mlp = tower.encoder.layers[0].mlp
+
+            def counted(*args, _forward=mlp.forward, _name=name, **kwargs):
+                calls[_name] += 1
+                return _forward(*args, **kwargs)
+
+            mlp.forward = counted
+        batch = batch_for(model, tiny_model_dir, items)
+        torch.manual_seed(1)  # the classifier's dropout draws the same mask in both runs
+        logits = model(**batch["inputs"])
+        F.cross_entropy(logits, batch["labels"]).backward()
+        return logits.detach(), {n: p.grad for n, p in model.named_parameters()}, calls
+
+    plain_logits, plain_grads, plain_calls = run(False)
+    logits, grads, calls = run(True)
+    torch.testing.assert_close(logits, plain_logits, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == plain_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert plain_calls == {"vision": 1, "text": 1}
+    assert calls == {"vision": 2, "text": 2}  # both towers' layers ran again in backward

@@ -106,3 +106,32 @@ def test_run_without_config_or_with_broken_json_stops_with_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: .*ok/config.json: not valid JSON") as error:
         results.main([str(tmp_path)])
     assert "\n" not in str(error.value)
+
+
+def test_one_data_folder_written_two_ways_is_one_setting(tmp_path, monkeypatch):
+    (tmp_path / "dset").mkdir()
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "runs", "relative", "adamw", 0.60, seed=0, data_dir="dset")
+    write_run(tmp_path / "runs", "absolute", "adamw", 0.80, seed=1, data_dir=str(tmp_path / "dset") + "/")
+    write_run(tmp_path / "runs", "other", "adamw", 0.90, seed=2, data_dir=str(tmp_path / "elsewhere"))
+    rows = table_rows(results.results_markdown([tmp_path / "runs"]), "optimizer")
+    assert len(rows) == 2 and sum("| 2 |" in row for row in rows) == 1
+
+
+def test_test_fraction_does_not_split_cross_lingual_runs_but_does_pooled_ones(tmp_path):
+    write_run(tmp_path, "a", "adamw", 0.60, seed=0, test_fraction=0.15)
+    write_run(tmp_path, "b", "adamw", 0.80, seed=1, test_fraction=0.3)
+    write_run(tmp_path, "c", "adamw", 0.60, seed=0, test_fraction=0.15, parser="all")
+    write_run(tmp_path, "d", "adamw", 0.80, seed=1, test_fraction=0.3, parser="all")
+    rows = table_rows(results.results_markdown([tmp_path]), "optimizer")
+    assert sorted(row.split(" | ")[4:6] for row in rows) == [["test_fraction=0.15", "1"], ["test_fraction=0.3", "1"],
+                                                              ["—", "2"]]
+
+
+def test_tables_state_how_checkpoints_were_chosen(tmp_path):
+    write_run(tmp_path, "a", "adamw", 0.60)
+    summary_path = next((tmp_path / "a").glob("training_summary_*.json"))
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()),
+                                        "selection_rule": "val_macro_f1 (ties: lower val_loss)"}))
+    markdown = results.results_markdown([tmp_path])
+    assert markdown.count("Checkpoints chosen on validation by: val_macro_f1 (ties: lower val_loss).") == 2

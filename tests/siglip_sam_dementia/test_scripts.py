@@ -54,4 +54,32 @@ def test_two_process_ddp_run_shares_one_run_folder(corpus_dir, tiny_model_dir, t
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]  # rank 0 named it, rank 1 used the same
     assert (run_dir / "best_model.pth").is_file() and len(list(run_dir.glob("training_summary_*.json"))) == 1
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 1  # only rank 0 logs
+    epochs, steps = [r for r in rows if "val_auc" in r], [r for r in rows if "lr" in r]
+    assert len(epochs) == 1 and [r["step"] for r in steps] == list(range(1, len(steps) + 1))  # only rank 0 logs
+
+
+@pytest.mark.slow
+def test_optimizer_comparison_gives_lion_its_own_default_rate_not_adamws(corpus_dir, tiny_model_dir, tmp_path):
+    import inspect
+
+    from lion_pytorch import Lion
+
+    from projects.siglip_sam_dementia.config import LION_DEFAULT_LEARNING_RATE
+
+    assert LION_DEFAULT_LEARNING_RATE == inspect.signature(Lion).parameters["lr"].default
+    result = run_script("run_optimizer_comparison.sh", corpus_dir, tiny_model_dir, tmp_path, OPTIMIZERS="lion",
+                        LEARNING_RATE="1e-3", PARSER="Greek")
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = result.stdout.splitlines()[0]
+    assert first == "learning rates: adamw 1e-3 | sam 1e-3 | lion 1e-4 (weight decay 0.03)"
+    (config,) = configs(tmp_path)
+    assert config["optimizer_type"] == "lion"
+    assert (config["learning_rate"], config["weight_decay"]) == (LION_DEFAULT_LEARNING_RATE, 0.03)
+
+
+def test_scripts_use_the_projects_python():
+    for script in TOOL.glob("*.sh"):
+        text = script.read_text()
+        assert "python " not in text.replace('"$PYTHON" ', ""), script.name  # never a bare python
+        if script.name != "_common.sh":
+            assert 'source "$(dirname "$0")/../../shared/python.sh"' in text, script.name
