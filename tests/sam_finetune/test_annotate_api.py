@@ -319,3 +319,12 @@ def test_samkit_annotate_is_annotate_py(tmp_path):
                                       "--annotations", str(tmp_path / "a.json")])
     assert result.exit_code == 2 and "images folder not found" in result.output
     assert "--strategy_weights" in CliRunner().invoke(app, ["annotate", "--help"]).output
+
+
+def test_bench_rows_measure_click_and_embedding():
+    from projects.sam_finetune.annotator.bench import run_bench
+
+    rows = {row["name"]: row for row in run_bench("tiny", threads=1, clicks=2)}
+    assert set(rows) == {f"annotate_tiny_{k}" for k in ("embedding_seconds", "click_to_mask_ms",
+                                                        "click_over_http_ms", "embedding_from_disk_ms")}
+    assert all(row["value"] > 0 and "than" in row["note"] or "baseline" in row["note"] for row in rows.values())

@@ -1,0 +1,76 @@
+"""Regenerate the screenshot of the annotation page in projects/sam_finetune/ANNOTATE.md:
+
+    python -m tests.browser.make_screenshot [--out projects/sam_finetune/docs/annotate.png]
+
+Trains the tiny SAM (point prompts, a few minutes on a CPU) on generated scenes, annotates two objects through
+the API, then in headless Chromium clicks a third object and adds a background point, and saves the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from pycocotools.coco import COCO
+
+from projects.sam_finetune.annotator.server import create_app
+from projects.sam_finetune.synthetic import make_coco_dataset
+from projects.sam_finetune.train import cli as train_cli
+from shared.memory import cpu_threads
+from tests.browser.chromium import chromium, click_at, page_idle, wait_until
+from tests.browser.test_annotate_page import inside_point
+from tests.sam_finetune.annotate_support import live_server, session_for, tiny_checkpoint
+from tests.sam_finetune.helpers import tiny_config, write_config
+
+OUT = Path(__file__).resolve().parents[2] / "projects" / "sam_finetune" / "docs" / "annotate.png"
+
+
+def trained_checkpoint(work: Path) -> Path:
+    data = make_coco_dataset(work / "train_data", {"train": 24, "val": 4}, image_size=64, seed=11)
+    config = tiny_config(data, work / "runs", tiny_checkpoint(work / "base.pth"),
+                         data={"dataset_type": "coco", "category_ids": [1], "prompt_mode": "point", "batch_size": 4},
+                         training={"num_epochs": 30, "learning_rate": 3e-3})
+    with cpu_threads(1):
+        assert train_cli(["--config", str(write_config(work / "config.yaml", config)), "--device", "cpu"]) == 0
+    return next((work / "runs").rglob("best_model.pth"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        checkpoint = trained_checkpoint(work)
+        images = make_coco_dataset(work / "to_annotate", {"train": 6}, image_size=320, seed=12)
+        truth = COCO(str(images / "annotations" / "instances_train.json"))
+        session = session_for(images / "train", checkpoint, work / "annotations.json", "--categories",
+                              "cell,debris")
+        client = TestClient(create_app(session))
+        image_id = max(truth.getImgIds(), key=lambda i: len(truth.getAnnIds(imgIds=[i], catIds=[1], iscrowd=False)))
+        name = truth.imgs[image_id]["file_name"]
+        targets = [truth.annToMask(a) for a in truth.loadAnns(truth.getAnnIds(imgIds=[image_id], catIds=[1],
+                                                                              iscrowd=False))]
+        for i, mask in enumerate(targets[:-1]):
+            revision = client.post("/api/open", json={"name": name}).json()["revision"]
+            client.post("/api/objects", json={"name": name, "revision": revision, "candidate": 0,
+                                              "category_id": 1 + i % 2, "points": [list(inside_point(mask))],
+                                              "labels": [1]}).raise_for_status()
+        with live_server(session) as url, chromium() as driver:
+            driver.get(url + "/")
+            wait_until(lambda: page_idle(driver) and driver.execute_script(
+                "return window.annotator.state.name") == name, "the page")
+            x, y = inside_point(targets[-1])
+            screen = driver.execute_script("return window.annotator.imageToClient(arguments[0], arguments[1])", x, y)
+            click_at(driver, screen["x"], screen["y"])
+            wait_until(lambda: page_idle(driver) and driver.execute_script(
+                "return window.annotator.state.candidates.length === 4"), "the mask")
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(args.out))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
