@@ -91,11 +91,14 @@ class CocoStore:
         self._lock = threading.Lock()
         if not self.path.parent.is_dir():
             raise DataError(f"{self.path}: its folder {self.path.parent} does not exist")
-        self.data = self._read() if self.path.exists() else {
-            "info": {"description": "sam_finetune annotate", "sam_annotate": {"version": 0}},
-            "images": [], "annotations": [], "categories": []}
-        self._disk_stamp = self._stamp()
-        self._add_categories(categories or ([] if self.data["categories"] else [DEFAULT_CATEGORY]))
+        self._new_categories = list(categories or [])
+        if self.path.exists():
+            self._reload()
+        else:
+            self.data = {"info": {"description": "sam_finetune annotate", "sam_annotate": {"version": 0}},
+                         "images": [], "annotations": [], "categories": []}
+            self._disk_stamp = None
+            self._add_categories(self._new_categories or [DEFAULT_CATEGORY])
 
     # --- reading and checking ------------------------------------------------------------------
 
@@ -131,6 +134,12 @@ class CocoStore:
             if ann.get("image_id") not in image_ids or ann.get("category_id") not in category_ids:
                 raise DataError(f"{self.path}: annotation {ann.get('id')} refers to an unknown image or category")
         return data
+
+    def _reload(self) -> None:
+        """Adopt the file on disk (plus the categories given on the command line, saved with the next change)."""
+        self.data = self._read()
+        self._disk_stamp = self._stamp()
+        self._add_categories(self._new_categories or ([] if self.data["categories"] else [DEFAULT_CATEGORY]))
 
     def _add_categories(self, names: list[str]) -> None:
         known = {c["name"]: c["id"] for c in self.data["categories"]}
@@ -186,8 +195,7 @@ class CocoStore:
         """Re-read the file when another process has written it since we did."""
         with self._lock:
             if self._stamp() != self._disk_stamp and self.path.exists():
-                self.data = self._read()
-                self._disk_stamp = self._stamp()
+                self._reload()
 
     # --- changes --------------------------------------------------------------------------------
 
@@ -241,8 +249,7 @@ class CocoStore:
         self.images.check(name)
         with self._lock, self._file_lock():
             if self._stamp() != self._disk_stamp and self.path.exists():  # another process wrote
-                self.data = self._read()
-                self._disk_stamp = self._stamp()
+                self._reload()
             entry = self._image_entry(name)
             current = int(entry.get("sam_annotate_revision", 0)) if entry else 0
             if revision != current:
