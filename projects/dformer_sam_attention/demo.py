@@ -32,7 +32,8 @@ def make_data(out_dir: Path, seed: int = 0) -> Path:
 
 def train_preset(preset: int, description: str, flags: list[str], data: Path, text_encoder: Path,
                  out_dir: Path) -> dict:
-    summary = train_main(["--config", TINY_CONFIG, "--dataset_path", str(data), "--text_encoder", str(text_encoder),
+    text = [] if "--no-enable-text-guidance" in flags else ["--text_encoder", str(text_encoder)]  # else refused
+    summary = train_main(["--config", TINY_CONFIG, "--dataset_path", str(data), *text,
                           "--checkpoint_dir", str(out_dir / "runs"), "--no-amp", "--epochs", str(EPOCHS), *flags])
     return {"preset": preset, "setting": description, "best_val_miou": round(summary["best_val_miou"], 4),
             "test_miou": round(summary["test_miou"], 4), "test_pixel_acc": round(summary["test_pixel_acc"], 4),

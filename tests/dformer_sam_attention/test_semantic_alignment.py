@@ -139,3 +139,22 @@ def test_each_side_has_only_its_own_parameters(inputs):
     decoder_side(x, text).sum().backward()
     for module in (encoder_side, decoder_side):
         assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("cosine, learnable", [(True, True), (False, False), (False, True)])
+def test_fused_attention_equals_the_explicit_softmax_with_the_temperature_gradient(cosine, learnable):
+    torch.manual_seed(0)
+    module = SemanticAlignmentModule(32, 16, 4, AlignmentAttention(cosine, learnable, 5.0), side="encoder")
+    tokens, text = torch.randn(2, 35, 32, requires_grad=True), torch.randn(7, 16)
+    fused = module.attend(tokens, text)
+    weights, v = module.attention_weights(tokens, text)
+    explicit = module.out_proj((weights @ v).transpose(1, 2).reshape(2, 35, 32))
+    torch.testing.assert_close(fused, explicit, atol=1e-6, rtol=1e-5)
+    grads = [torch.autograd.grad(out.square().sum(), [tokens, *module.parameters()], allow_unused=True)
+             for out in (fused, explicit)]
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)  # float32, summed squares
+    if learnable:
+        assert grads[0][1 + [n for n, _ in module.named_parameters()].index("temperature.log_scale")].abs() > 0

@@ -376,3 +376,18 @@ def test_official_recipe_splits_the_total_batch_and_validates_on_test():
     assert train_cli.validation_fraction(args, ours) == 0.1
     with pytest.raises(train_cli.FlagError, match="total batch_size 16 is smaller than the 32 processes"):
         train_cli.batch_per_process(nyu, DistributedContext(0, 0, 32, torch.device("cpu")))
+
+
+def test_output_dir_batch_size_and_partial_pretrained_flags(small_data, tiny_clip, tmp_path, capsys):
+    base = common(small_data, tiny_clip, tmp_path / "runs") + ["--epochs", "1"]
+    summary = train_cli.main(base + ["--output_dir", str(tmp_path / "here"), "--batch_size", "2"])
+    assert summary["run_dir"] == str(tmp_path / "here") and (tmp_path / "here" / "latest_model.pth").is_file()
+    assert summary["steps"] == 3  # 7 training images (1 held out) in batches of 2, the last partial one dropped
+    weights = final_weights(tmp_path / "here")
+    partial = {k: v for i, (k, v) in enumerate(weights.items()) if k.startswith("backbone.") and i % 3}
+    torch.save(partial, tmp_path / "partial.pth")
+    argv = base + ["--pretrained_model", str(tmp_path / "partial.pth")]
+    assert train_cli.cli(argv) == 2
+    assert "partial.pth: does not fit this encoder" in capsys.readouterr().err
+    assert train_cli.cli(argv + ["--allow_partial_pretrained"]) == 0
+    assert "partial.pth into the backbone:" in capsys.readouterr().out

@@ -131,8 +131,9 @@ class SemanticAlignmentModule(nn.Module):
         s = self.temperature()
         return s if self.use_cosine else s / math.sqrt(self.head_dim)
 
-    def attention_weights(self, tokens: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
-        """tokens (B, N, C_v), text (T, C_t) → (softmax weights (B, h, N, T), values (1, h, T, d))."""
+    def project(self, tokens: Tensor, text: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """tokens (B, N, C_v), text (T, C_t) → q (B, h, N, d) already multiplied by the logit scale,
+        k, v (1, h, T, d); so the logits are exactly q·kᵀ."""
         batch, num_tokens, _ = tokens.shape
         q = self.q_proj(tokens).view(batch, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(text).view(1, -1, self.num_heads, self.head_dim).transpose(1, 2)  # (1, h, T, d)
@@ -140,14 +141,23 @@ class SemanticAlignmentModule(nn.Module):
         if self.use_cosine:
             q = F.normalize(q, dim=-1, eps=1e-6)
             k = F.normalize(k, dim=-1, eps=1e-6)
-        logits = (q @ k.transpose(-1, -2)) * self.logit_scale().to(q.dtype)  # (B, h, N, T)
-        return logits.softmax(dim=-1), v
+        return q * self.logit_scale().to(q.dtype), k, v
+
+    def attention_weights(self, tokens: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+        """tokens (B, N, C_v), text (T, C_t) → (softmax weights (B, h, N, T), values (1, h, T, d)),
+        written out for inspection; `attend` computes the same with the fused kernel."""
+        q, k, v = self.project(tokens, text.to(tokens.dtype))
+        return (q @ k.transpose(-1, -2)).softmax(dim=-1), v
 
     def attend(self, tokens: Tensor, text: Tensor) -> Tensor:
-        """tokens (B, N, C_v), text (T, C_t) → aligned tokens (B, N, C_v), before any residual."""
+        """tokens (B, N, C_v), text (T, C_t) → aligned tokens (B, N, C_v), before any residual.
+        `F.scaled_dot_product_attention` with scale 1 (the logit scale is already in q, so a learnable
+        temperature keeps its gradient); k and v broadcast over the batch."""
         batch, num_tokens, channels = tokens.shape
-        weights, v = self.attention_weights(tokens, text.to(tokens.dtype))
-        aligned = self.attn_drop(weights) @ v  # (B, h, N, d)
+        q, k, v = self.project(tokens, text.to(tokens.dtype))
+        k, v = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
+        dropout = self.attn_drop.p if self.training else 0.0
+        aligned = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=1.0)  # (B, h, N, d)
         return self.out_proj(aligned.transpose(1, 2).reshape(batch, num_tokens, channels))
 
     def forward(self, x: Tensor, text: Tensor) -> Tensor:
