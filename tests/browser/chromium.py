@@ -60,3 +60,17 @@ def click_at(driver, x: float, y: float, button: str = "left") -> None:
     actions.pointer_action.move_to_location(int(round(x)), int(round(y)))
     actions.pointer_action.click(button=MouseButton.RIGHT if button == "right" else MouseButton.LEFT)
     actions.perform()
+
+
+def drag(driver, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Press at `start`, move to `end` in a few steps, release (viewport coordinates)."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(int(round(start[0])), int(round(start[1])))
+    actions.pointer_action.pointer_down()
+    for t in (0.25, 0.5, 0.75, 1.0):
+        actions.pointer_action.move_to_location(int(round(start[0] + t * (end[0] - start[0]))),
+                                                int(round(start[1] + t * (end[1] - start[1]))))
+    actions.pointer_action.pointer_up()
+    actions.perform()

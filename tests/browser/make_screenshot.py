@@ -2,8 +2,8 @@
 
     python -m tests.browser.make_screenshot [--out projects/sam_finetune/docs/annotate.png]
 
-Trains the tiny SAM (point prompts, a few minutes on a CPU) on generated scenes, annotates two objects through
-the API, then in headless Chromium clicks a third object and adds a background point, and saves the page.
+Trains the tiny SAM (box prompts, a few minutes on a CPU) on generated scenes, annotates two objects through
+the API, then in headless Chromium draws a box around a third one, and saves the page.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import cv2
 from fastapi.testclient import TestClient
 from pycocotools.coco import COCO
 
@@ -19,8 +20,7 @@ from projects.sam_finetune.annotator.server import create_app
 from projects.sam_finetune.synthetic import make_coco_dataset
 from projects.sam_finetune.train import cli as train_cli
 from shared.memory import cpu_threads
-from tests.browser.chromium import chromium, click_at, page_idle, wait_until
-from tests.browser.test_annotate_page import inside_point
+from tests.browser.chromium import chromium, drag, page_idle, wait_until
 from tests.sam_finetune.annotate_support import live_server, session_for, tiny_checkpoint
 from tests.sam_finetune.helpers import tiny_config, write_config
 
@@ -30,11 +30,17 @@ OUT = Path(__file__).resolve().parents[2] / "projects" / "sam_finetune" / "docs"
 def trained_checkpoint(work: Path) -> Path:
     data = make_coco_dataset(work / "train_data", {"train": 24, "val": 4}, image_size=64, seed=11)
     config = tiny_config(data, work / "runs", tiny_checkpoint(work / "base.pth"),
-                         data={"dataset_type": "coco", "category_ids": [1], "prompt_mode": "point", "batch_size": 4},
+                         data={"dataset_type": "coco", "category_ids": [1], "prompt_mode": "box", "batch_size": 4},
                          training={"num_epochs": 30, "learning_rate": 3e-3})
     with cpu_threads(1):
         assert train_cli(["--config", str(write_config(work / "config.yaml", config)), "--device", "cpu"]) == 0
     return next((work / "runs").rglob("best_model.pth"))
+
+
+def box_around(mask, margin: int = 2) -> list[int]:
+    x, y, w, h = cv2.boundingRect(mask)
+    height, width = mask.shape
+    return [max(x - margin, 0), max(y - margin, 0), min(x + w - 1 + margin, width - 1), min(y + h - 1 + margin, height - 1)]
 
 
 def main() -> None:
@@ -56,15 +62,15 @@ def main() -> None:
         for i, mask in enumerate(targets[:-1]):
             revision = client.post("/api/open", json={"name": name}).json()["revision"]
             client.post("/api/objects", json={"name": name, "revision": revision, "candidate": 0,
-                                              "category_id": 1 + i % 2, "points": [list(inside_point(mask))],
-                                              "labels": [1]}).raise_for_status()
+                                              "category_id": 1 + i % 2, "box": box_around(mask)}).raise_for_status()
         with live_server(session) as url, chromium() as driver:
             driver.get(url + "/")
             wait_until(lambda: page_idle(driver) and driver.execute_script(
                 "return window.annotator.state.name") == name, "the page")
-            x, y = inside_point(targets[-1])
-            screen = driver.execute_script("return window.annotator.imageToClient(arguments[0], arguments[1])", x, y)
-            click_at(driver, screen["x"], screen["y"])
+            x0, y0, x1, y1 = box_around(targets[-1])
+            corner = "return window.annotator.imageToClient(arguments[0], arguments[1])"
+            start, end = driver.execute_script(corner, x0, y0), driver.execute_script(corner, x1, y1)
+            drag(driver, (start["x"], start["y"]), (end["x"], end["y"]))
             wait_until(lambda: page_idle(driver) and driver.execute_script(
                 "return window.annotator.state.candidates.length === 4"), "the mask")
             args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
 from projects.sam_finetune.annotator.model import Prompts
-from tests.browser.chromium import chromium, click_at, page_idle, wait_until
+from tests.browser.chromium import chromium, click_at, drag, page_idle, wait_until
 from tests.sam_finetune.annotate_support import (
     generated_images,
     live_server,
@@ -80,4 +80,27 @@ def test_click_accept_saves_the_models_mask(tmp_path):
         ActionChains(driver).send_keys("n").perform()
         wait_until(lambda: driver.execute_script("return window.annotator.state.name") == "img_0001.png"
                    and page_idle(driver), "the next image")
+
+        # on the next image: a dragged box and a right-click background point make one prompt
+        box, background = [6, 4, 40, 30], (2, 44)
+        to_screen = "return window.annotator.imageToClient(arguments[0], arguments[1])"
+        start, end = (driver.execute_script(to_screen, *corner) for corner in (box[:2], box[2:]))
+        drag(driver, (start["x"], start["y"]), (end["x"], end["y"]))
+        wait_until(lambda: page_idle(driver) and driver.execute_script(
+            "return window.annotator.state.candidates.length === 4"), "the box's mask")
+        screen = driver.execute_script(to_screen, *background)
+        click_at(driver, screen["x"], screen["y"], button="right")
+        wait_until(lambda: page_idle(driver) and driver.execute_script(
+            "return window.annotator.state.prompts.points.length === 1"), "the background point")
+        assert driver.execute_script("return window.annotator.state.prompts") == {
+            "box": box, "points": [list(background)], "labels": [0]}
+        ActionChains(driver).send_keys(Keys.ENTER).perform()
+        wait_until(lambda: "saved object" in driver.find_element("id", "message").text, "the second save")
+        [annotation] = json.loads(annotation_file.read_text())["annotations"]
+        mask = mask_utils.decode({"size": annotation["segmentation"]["size"],
+                                  "counts": annotation["segmentation"]["counts"].encode()}).astype(bool)
+        expected, _, _ = reference_predictor(session, root / "train" / "img_0001.png").predict(
+            point_coords=np.asarray([background], np.float32), point_labels=np.asarray([0]),
+            box=np.asarray(box, np.float32), multimask_output=False)
+        np.testing.assert_array_equal(mask, expected[0])
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]]

@@ -1,8 +1,8 @@
 // The annotation page: plain JS, no build step. Talks to the JSON API of annotator/server.py.
 "use strict";
 
-const COLORS = [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-  [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128]];
+const COLORS = [[0, 200, 255], [60, 220, 75], [255, 0, 255], [245, 130, 48], [145, 30, 180],
+  [70, 240, 240], [230, 25, 75], [210, 245, 60], [250, 190, 212], [0, 128, 128]];
 const CANDIDATE_NAMES = ["single mask (as predict.py)", "candidate 1", "candidate 2", "candidate 3"];
 const CANDIDATE_COLOR = [255, 235, 59]; // the mask being made: yellow, apart from every category colour
 const CLICK_SLOP = 4; // screen pixels a press may move and still be a click, not a box
@@ -55,23 +55,27 @@ function say(text, kind = "") {
 
 // --- masks -------------------------------------------------------------------------------------
 
-function runsToLayer(runs, width, height, rgb, alpha = 110) {
-  // row-major run lengths (background first) -> an offscreen canvas tinted rgb where the mask is set
+function runsToLayer(runs, width, height, rgb, alpha = 90) {
+  // row-major run lengths (background first) -> an offscreen canvas: the mask tinted rgb, its edge opaque
+  const inside = new Uint8Array(width * height);
+  let position = 0, set = false;
+  for (const run of runs) {
+    if (set) inside.fill(1, position, position + run);
+    position += run;
+    set = !set;
+  }
   const layer = document.createElement("canvas");
   layer.width = width; layer.height = height;
   const lctx = layer.getContext("2d");
   const image = lctx.createImageData(width, height);
   const data = image.data;
-  let position = 0, inside = false;
-  for (const run of runs) {
-    if (inside) {
-      for (let i = position; i < position + run; i++) {
-        const k = 4 * i;
-        data[k] = rgb[0]; data[k + 1] = rgb[1]; data[k + 2] = rgb[2]; data[k + 3] = alpha;
-      }
-    }
-    position += run;
-    inside = !inside;
+  for (let i = 0; i < inside.length; i++) {
+    if (!inside[i]) continue;
+    const x = i % width, y = (i - x) / width;
+    const edge = x === 0 || y === 0 || x === width - 1 || y === height - 1 ||
+      !inside[i - 1] || !inside[i + 1] || !inside[i - width] || !inside[i + width];
+    const k = 4 * i;
+    data[k] = rgb[0]; data[k + 1] = rgb[1]; data[k + 2] = rgb[2]; data[k + 3] = edge ? 255 : alpha;
   }
   lctx.putImageData(image, 0, 0);
   return layer;
@@ -258,7 +262,7 @@ async function predict() {
 function choose(i) {
   if (!S.candidates[i]) return;
   S.chosen = i;
-  S.candidateLayer = runsToLayer(S.candidates[i].runs, S.width, S.height, CANDIDATE_COLOR, 140);
+  S.candidateLayer = runsToLayer(S.candidates[i].runs, S.width, S.height, CANDIDATE_COLOR, 120);
   renderSidebars();
   draw();
 }
