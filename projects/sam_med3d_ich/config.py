@@ -44,9 +44,9 @@ class TrainConfig:
     # optimisation
     epochs: int = 200
     batch_size: int = 2
-    lr: float = 8e-4  # SAM-Med3D's train.py
+    lr: float = 3e-3  # the recipe that learns on generated data (SAM-Med3D's train.py: 8e-4)
     weight_decay: float = 0.1  # SAM-Med3D's train.py
-    prompt_decoder_lr_scale: float = 0.1  # SAM-Med3D trains prompt encoder and decoder at 0.1x lr
+    prompt_decoder_lr_scale: float = 1.0  # SAM-Med3D: 0.1 (prompt encoder and decoder at 0.1x lr)
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = 1.0
     use_mixed_precision: bool = False
@@ -54,9 +54,10 @@ class TrainConfig:
     step_size: int = 30  # epochs, for --scheduler_type step
     gamma: float = 0.1
     patience: int = 15  # early stopping on validation Dice
-    num_clicks: int = 5  # click rounds per training crop after the automatic round (SAM-Med3D: 11)
+    num_clicks: int = 2  # click rounds per training crop after the automatic round (SAM-Med3D: 11)
     cls_loss_weight: float = 0.5
-    ce_weight: float = 1.0  # weight of cross-entropy in DiceCE (SAM-Med3D: 1)
+    ce_weight: float = 0.0  # weight of cross-entropy in DiceCE (SAM-Med3D: 1; on lesions < 1% of a crop
+    # CE first drives every voxel to background, and the run stalls there)
     val_clicks: int = 5  # validation reports Dice after 1 and after this many simulated clicks
     select_best_by: str = "dice_1click"  # val metric that picks best_model.pth (ties: automatic Dice)
     seed: int = 42

@@ -88,7 +88,8 @@ def evaluate(checkpoint: str | Path, csv: str | Path, mask_dir: str | Path, outp
                                                      original.affine, original.label.shape)[0] > 0.5
                      for mode, r in chosen.items()}
             truth, spacing = torch.from_numpy(original.label > 0), original.spacing
-        rows.append({"case_id": item["case_id"], "ich": item["ich"], "ich_probability": rounds[0].ich_probability,
+        ich_probability = rounds[0].ich_probability if settings["ich_head_trained"] else math.nan
+        rows.append({"case_id": item["case_id"], "ich": item["ich"], "ich_probability": ich_probability,
                      **case_metrics(masks, truth, spacing), "clicks": num_clicks})
     if not rows:
         raise DataError(f"{csv}: no case could be evaluated ({len(skipped)} bad)")

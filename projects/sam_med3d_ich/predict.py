@@ -14,6 +14,7 @@ Without clicks the prediction is the automatic one; with clicks it is SAM-Med3D'
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,7 +93,8 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output_path: st
     nib.save(nib.Nifti1Image(mask, affine), str(output_path))
     voxel_ml = float(np.prod(np.linalg.norm(affine[:3, :3], axis=0))) / 1000.0
     result = {"output": str(output_path), "voxels": int(mask.sum()), "volume_ml": float(mask.sum()) * voxel_ml,
-              "ich_probability": prediction.ich_probability, "clicks": len(clicks)}
+              "ich_probability": prediction.ich_probability if settings["ich_head_trained"] else math.nan,
+              "clicks": len(clicks)}
     ich = f"{result['ich_probability']:.3f}" if settings["ich_head_trained"] else "n/a (published model)"
     print(f"{input_path} -> {output_path}: {result['voxels']} voxels ({result['volume_ml']:.2f} mL), "
           f"ICH probability {ich}")

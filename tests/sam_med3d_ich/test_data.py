@@ -224,3 +224,47 @@ def test_target_spacing_resamples_and_reports_the_new_spacing(tmp_path):
     case = Case("007", path, 0, "p", find_mask(path, tmp_path / "masks"))
     item = VolumeDataset([case], "brain_window", (0, 80), (2.0, 2.0, 2.0))[0]
     assert item["image"].shape[1:3] == (4, 4) and item["spacing"] == pytest.approx((2.0, 2.0, 2.0))
+
+
+def test_corrupt_npy_is_skipped_and_counted_naming_the_file(tmp_path, capsys):
+    good = write_case(tmp_path, "020", fmt=".npy")
+    (tmp_path / "021.npy").write_bytes(b"\x93NUMPY garbage, not an array")
+    write_case(tmp_path, "021", fmt=".nii", mask=None)  # its mask exists; the volume is what is broken
+    (tmp_path / "021.nii").unlink()
+    cases = [Case("020.npy", good, 0, "p1", find_mask(good, tmp_path / "masks")),
+             Case("021.npy", tmp_path / "021.npy", 0, "p2", find_mask(tmp_path / "021.npy", tmp_path / "masks"))]
+    kept, stats = scan_cases(cases, "train")
+    assert [c.case_id for c in kept] == ["020.npy"] and stats["bad_cases"] == 1
+    assert "021.npy: not a readable .npy array" in stats["bad_case_reasons"][0]["reason"]
+    from projects.sam_med3d_ich.predict import cli as predict_cli
+
+    assert predict_cli(["--checkpoint", str(tmp_path / "none.pth"), "--input", str(tmp_path / "021.npy"),
+                        "--output", str(tmp_path / "m.nii.gz")]) == 2  # the checkpoint is checked first
+    assert "none.pth: checkpoint file does not exist" in capsys.readouterr().err
+
+
+def test_two_volumes_resolving_to_one_mask_are_rejected_naming_both(tmp_path):
+    write_case(tmp_path, "patient12_scan1", fmt=".pkl", mask=False)
+    write_case(tmp_path, "patient13_scan1", fmt=".pkl", mask=False)
+    (tmp_path / "masks").mkdir(exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), np.eye(4)), str(tmp_path / "masks" / "1.nii"))
+    pd.DataFrame({"path": ["patient12_scan1.pkl", "patient13_scan1.pkl"], "ich": [0, 0],
+                  "patient_id": ["12", "13"]}).to_csv(tmp_path / "cases.csv", index=False)
+    with pytest.raises(DataError, match=r"cases\.csv: patient12_scan1\.pkl and patient13_scan1\.pkl both resolve "
+                                        r"to the mask .*1\.nii"):
+        read_cases(tmp_path / "cases.csv", tmp_path / "masks")
+
+
+def test_ich_label_and_mask_disagreements_are_warned_and_counted(tmp_path):
+    lesion = np.zeros(SHAPE, np.uint8)
+    lesion[1, 1, 1] = 1
+    empty_positive = write_case(tmp_path, "030")
+    lesion_negative = write_case(tmp_path, "031", mask=lesion)
+    cases = [Case("030", empty_positive, 1, "p1", find_mask(empty_positive, tmp_path / "masks")),
+             Case("031", lesion_negative, 0, "p2", find_mask(lesion_negative, tmp_path / "masks"))]
+    with pytest.warns(UserWarning) as caught:
+        kept, stats = scan_cases(cases, "val")
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "030.nii: ich=1 but its mask is empty" in messages and "031.nii: ich=0 but its mask marks a lesion" in messages
+    assert len(kept) == 2 and stats["ich_mask_disagreements"] == 2
+    assert [d["case_id"] for d in stats["ich_mask_disagreement_cases"]] == ["030", "031"]

@@ -143,3 +143,20 @@ def test_checkpoint_missing_or_misshaped_keys_fail_naming_file_and_key(tmp_path)
 def test_unknown_model_type_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model_type 'vit_q'.*vit_b_ori, tiny"):
         build_ich_model("vit_q")
+
+
+def test_single_window_attention_computes_only_the_real_queries_with_the_same_result():
+    """The 8^3 grid in a 14^3 window (vit_b_ori) as a 3^3 grid in a 5^3 window: real tokens' outputs equal
+    those of full attention over the padded window (whose padding rows are then cut off)."""
+    from projects.sam_med3d_ich.modeling.image_encoder3d import Block3D
+
+    torch.manual_seed(0)
+    block = Block3D(32, 2, 4.0, True, True, window_size=5, grid_size=(3, 3, 3))
+    for table in (block.attn.rel_pos_d, block.attn.rel_pos_h, block.attn.rel_pos_w):
+        torch.nn.init.normal_(table)
+    x = torch.randn(2, 3, 3, 3, 32)
+    padded, size = window_partition(block.norm1(x), 5)
+    full = window_unpartition(block.attn(padded), 5, size, (3, 3, 3))
+    expected = x + full
+    expected = expected + block.mlp(block.norm2(expected))
+    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)

@@ -212,8 +212,8 @@ def test_parser_rejects_bad_values_naming_the_flag(capsys):
 def test_defaults_are_the_documented_ones():
     cfg = TrainConfig()
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.visual_tokens, cfg.scheduler_type,
-            cfg.patience, cfg.select_best_by) == (200, 2, 8e-4, 0.1, 256, "reduce_on_plateau", 15, "dice_1click")
-    assert cfg.target_spacing == (1.5, 1.5, 1.5) and cfg.prompt_decoder_lr_scale == 0.1  # SAM-Med3D's
+            cfg.patience, cfg.select_best_by) == (200, 2, 3e-3, 0.1, 256, "reduce_on_plateau", 15, "dice_1click")
+    assert cfg.target_spacing == (1.5, 1.5, 1.5) and cfg.intensity_norm == "brain_window"
 
 
 def test_optimizer_groups_follow_lr_scale_and_weight_decay(small_root, tmp_path):
@@ -344,3 +344,25 @@ def test_metrics_are_nan_free_where_defined(trained_run):
     final = trained_run["final_validation"]
     assert all(math.isfinite(final[k]) for k in ("val_dice_automatic", "val_dice_1click", "val_dice_nclicks",
                                                  "val_dice_all", "val_iou"))
+
+
+def test_freezing_random_weights_and_ignored_hu_window_are_warned(small_root, tmp_path):
+    with pytest.warns(UserWarning, match="--freeze_encoder without --checkpoint freezes a randomly initialised"):
+        make_trainer(small_root, tmp_path / "a", "--freeze_encoder")
+    parser = build_parser()
+    args = parser.parse_args(data_args(small_root) + ["--intensity_norm", "sam_med3d", "--hu_window", "0", "80"])
+    with pytest.warns(UserWarning, match="--hu_window is ignored under --intensity_norm sam_med3d"):
+        cfg = config_from_args(args, parser)
+    assert cfg.hu_window is None  # config.json says what runs
+
+
+def test_select_best_by_picks_the_metric_and_breaks_ties_by_another(small_root, tmp_path):
+    val = {"val_dice_automatic": 0.2, "val_dice_1click": 0.5, "val_dice_nclicks": 0.7}
+    expected = {"dice_1click": (0.5, 0.2), "dice_nclicks": (0.7, 0.2), "dice_automatic": (0.2, 0.5)}
+    for name, score in expected.items():
+        trainer = make_trainer(small_root, tmp_path / name, "--select_best_by", name, "--epochs", "1")
+        assert trainer.selection_score(val) == score
+    summary = trainer.train()
+    rows = [json.loads(line) for line in open(f"{summary['output_dir']}/metrics.jsonl") if '"epoch"' in line]
+    assert summary["select_best_by"] == "dice_automatic"
+    assert summary["best_val_dice"] == pytest.approx(rows[0]["val_dice_automatic"])

@@ -55,26 +55,34 @@ class Attention3D(nn.Module):
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_pos_size[1] - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_pos_size[2] - 1, head_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, query_grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """x [B, D, H, W, C] -> [B, d, h, w, C]: every token attends to all of x; only the queries in
+        the leading `query_grid` corner (default: all) are computed. A window padded around a smaller
+        grid needs no output for its padding tokens: skipping them gives the same real outputs."""
         batch, d, h, w, dim = x.shape
-        n = d * h * w
-        qkv = self.qkv(x).reshape(batch, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
-        bias = self._relative_position_bias(q, (d, h, w)) if self.use_rel_pos else None
+        qd, qh, qw = query_grid or (d, h, w)
+        qkv = self.qkv(x).reshape(batch, d, h, w, 3, self.num_heads, -1)
+        q = qkv[:, :qd, :qh, :qw, 0].reshape(batch, qd * qh * qw, self.num_heads, -1).transpose(1, 2)
+        k, v = qkv[..., 1:, :, :].reshape(batch, d * h * w, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        # q [B, heads, Nq, head_dim], k/v [B, heads, N, head_dim]
+        bias = self._relative_position_bias(q, (qd, qh, qw), (d, h, w)) if self.use_rel_pos else None
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # softmax(q k^T / sqrt(hd) + bias) v
-        out = out.transpose(1, 2).reshape(batch, d, h, w, dim)
+        out = out.transpose(1, 2).reshape(batch, qd, qh, qw, dim)
         return self.proj(out)
 
-    def _relative_position_bias(self, q: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-        """MViTv2's decomposed bias: q . R_d[dq, dk] + q . R_h[hq, hk] + q . R_w[wq, wk] -> [B, heads, N, N]."""
-        d, h, w = grid
+    def _relative_position_bias(self, q: torch.Tensor, q_grid: tuple[int, int, int],
+                                k_grid: tuple[int, int, int]) -> torch.Tensor:
+        """MViTv2's decomposed bias: q . R_d[dq, dk] + q . R_h[hq, hk] + q . R_w[wq, wk] -> [B, heads, Nq, Nk]."""
+        (d, h, w), (kd, kh, kw) = q_grid, k_grid
         batch, heads, n, head_dim = q.shape
-        q_grid = q.reshape(batch * heads, d, h, w, head_dim)
-        rel_d = torch.einsum("bdhwc,dkc->bdhwk", q_grid, relative_position_table(d, self.rel_pos_d).to(q.dtype))
-        rel_h = torch.einsum("bdhwc,hkc->bdhwk", q_grid, relative_position_table(h, self.rel_pos_h).to(q.dtype))
-        rel_w = torch.einsum("bdhwc,wkc->bdhwk", q_grid, relative_position_table(w, self.rel_pos_w).to(q.dtype))
+        q_grid_t = q.reshape(batch * heads, d, h, w, head_dim)
+        tables = [relative_position_table(size, table)[:qsize].to(q.dtype) for size, qsize, table in
+                  ((kd, d, self.rel_pos_d), (kh, h, self.rel_pos_h), (kw, w, self.rel_pos_w))]
+        rel_d = torch.einsum("bdhwc,dkc->bdhwk", q_grid_t, tables[0])
+        rel_h = torch.einsum("bdhwc,hkc->bdhwk", q_grid_t, tables[1])
+        rel_w = torch.einsum("bdhwc,wkc->bdhwk", q_grid_t, tables[2])
         bias = (rel_d[..., :, None, None] + rel_h[..., None, :, None] + rel_w[..., None, None, :])
-        return bias.reshape(batch, heads, n, n)
+        return bias.reshape(batch, heads, n, kd * kh * kw)
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -116,8 +124,13 @@ class Block3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.norm1(x)
-        if self.window_size > 0:
-            grid = x.shape[1:4]
+        grid = tuple(x.shape[1:4])
+        if self.window_size > 0 and max(grid) <= self.window_size:
+            # one (padded) window, as SAM-Med3D's 8^3 grid in a 14^3 window: all tokens are keys, only
+            # the real ones are queries (the padding's outputs are cut off anyway) - 5x less attention
+            padded, _ = window_partition(x, self.window_size)
+            x = self.attn(padded, query_grid=grid)
+        elif self.window_size > 0:
             x, padded = window_partition(x, self.window_size)
             x = window_unpartition(self.attn(x), self.window_size, padded, grid)
         else:
