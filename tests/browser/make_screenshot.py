@@ -9,6 +9,7 @@ the API, then in headless Chromium draws a box around a third one, and saves the
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,10 +29,10 @@ OUT = Path(__file__).resolve().parents[2] / "projects" / "sam_finetune" / "docs"
 
 
 def trained_checkpoint(work: Path) -> Path:
-    data = make_coco_dataset(work / "train_data", {"train": 24, "val": 4}, image_size=64, seed=11)
+    data = make_coco_dataset(work / "train_data", {"train": 32, "val": 4}, image_size=64, seed=11)
     config = tiny_config(data, work / "runs", tiny_checkpoint(work / "base.pth"),
                          data={"dataset_type": "coco", "category_ids": [1], "prompt_mode": "box", "batch_size": 4},
-                         training={"num_epochs": 30, "learning_rate": 3e-3})
+                         training={"num_epochs": 40, "learning_rate": 3e-3})
     with cpu_threads(1):
         assert train_cli(["--config", str(write_config(work / "config.yaml", config)), "--device", "cpu"]) == 0
     return next((work / "runs").rglob("best_model.pth"))
@@ -46,10 +47,14 @@ def box_around(mask, margin: int = 2) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="a trained checkpoint (skips the training)")
+    parser.add_argument("--keep", type=Path, default=None, help="copy the trained checkpoint here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        checkpoint = trained_checkpoint(work)
+        checkpoint = args.checkpoint or trained_checkpoint(work)
+        if args.keep:
+            shutil.copy(checkpoint, args.keep)
         images = make_coco_dataset(work / "to_annotate", {"train": 6}, image_size=320, seed=12)
         truth = COCO(str(images / "annotations" / "instances_train.json"))
         session = session_for(images / "train", checkpoint, work / "annotations.json", "--categories",

@@ -178,6 +178,15 @@ def test_paths_outside_the_images_folder_are_refused(dataset, checkpoint, tmp_pa
     assert not (dataset / "train" / "link.png").resolve().is_relative_to(session.images.root)
 
 
+def test_an_unreadable_image_is_reported_and_the_others_still_work(dataset, checkpoint):
+    (dataset / "train" / "img_0002.png").write_bytes(b"not a png")
+    session, client = client_for(dataset, checkpoint)
+    for response in (client.post("/api/open", json={"name": "img_0002.png"}),
+                     client.get("/api/pixels", params={"name": "img_0002.png"})):
+        assert response.status_code == 422 and "img_0002.png: unreadable image" in response.json()["detail"]
+    assert client.post("/api/open", json={"name": "img_0001.png"}).status_code == 200
+
+
 def test_two_tabs_cannot_overwrite_each_others_objects(dataset, checkpoint):
     session, client = client_for(dataset, checkpoint)
     name = "img_0000.png"

@@ -11,8 +11,8 @@
 Masks go to the page as row-major run lengths (first run = background), starting with the
 background. An accepted object's mask is recomputed here from its prompts, so the file holds exactly
 what the model gives, never pixels sent by a client. Image names are checked against the scanned
-folder (400 for a path outside it, 404 is never reached for files outside); bodies over
-MAX_BODY_BYTES are refused with 413; a stale revision gives 409 with a message for the user.
+folder (400 for a path outside it); bodies over MAX_BODY_BYTES are refused with 413; a stale revision
+gives 409 and an unreadable image 422, each with a message for the user.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from projects.sam_finetune.annotator.cache import EmbeddingStore
 from projects.sam_finetune.annotator.images import ImageFolder, PathRefused
 from projects.sam_finetune.annotator.model import MAX_POINTS, AnnotationModel, Prompts
 from projects.sam_finetune.annotator.store import CocoStore, NewObject, VersionConflict
+from projects.sam_finetune.errors import DataError
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 64 * 1024  # prompts only: a few points and a box
@@ -120,6 +121,10 @@ def create_app(session: Session) -> FastAPI:
     @app.exception_handler(PathRefused)
     async def refused(_: Request, error: PathRefused) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(DataError)
+    async def unreadable(_: Request, error: DataError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
 
     @app.exception_handler(VersionConflict)
     async def conflict(_: Request, error: VersionConflict) -> JSONResponse:
