@@ -17,6 +17,7 @@ how `make gpu-check` measures the same ratio on a GPU.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,24 +127,27 @@ CPU_BATCHES = {"mlp": (64, 512), "vit": (4, 32)}
 # Timing
 
 
-def interleaved_best_times(fns: dict[str, Callable[[], None]], rounds: int = 7, repeats: int = 8,
-                           sync: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Seconds per call of each function: the rounds alternate between the functions and the best
-    round counts, so a load spike on a shared machine hits every variant alike. `sync` waits for
-    queued device work (torch.cuda.synchronize on a GPU) before each clock reading."""
+def interleaved_times(fns: dict[str, Callable[[], None]], rounds: int = 7, repeats: int = 8,
+                      sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+    """Seconds per call of each function in each round. Every round times every function once, the
+    order rotating from round to round (no variant always runs right after the same other one), so
+    a load change on a shared machine hits the variants of a round alike. `sync` waits for queued
+    device work (torch.cuda.synchronize on a GPU) before each clock reading."""
     for fn in fns.values():  # warm-up
         fn()
         fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
             sync()
             start = time.perf_counter()
             for _ in range(repeats):
-                fn()
+                fns[name]()
             sync()
-            best[name] = min(best[name], (time.perf_counter() - start) / repeats)
-    return best
+            times[name].append((time.perf_counter() - start) / repeats)
+    return times
 
 
 class CloneEachStepSAM:
@@ -172,8 +176,9 @@ class CloneEachStepSAM:
 
 
 def step_times(model_name: str, batch_size: int, device: torch.device | str = "cpu", rounds: int = 7,
-               repeats: int = 8) -> dict[str, float]:
-    """Seconds per step of forward-backward, AdamW, SAM, ASAM and clone-per-step SAM (over AdamW)."""
+               repeats: int = 8) -> dict[str, list[float]]:
+    """Seconds per step, per round, of forward-backward, AdamW, SAM, ASAM and clone-per-step SAM
+    (over the same AdamW)."""
     device = torch.device(device)
     spec = MODELS[model_name]
     generator = torch.Generator().manual_seed(0)
@@ -201,7 +206,7 @@ def step_times(model_name: str, batch_size: int, device: torch.device | str = "c
     reference_model = fresh_model()
     reference = CloneEachStepSAM(reference_model, build_optimizer("adamw", reference_model, 1e-3, 0.01))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    return interleaved_best_times({
+    return interleaved_times({
         "forward_backward": forward_backward,
         "adamw": stepper("adamw"),
         "sam": stepper("sam"),
@@ -213,11 +218,12 @@ def step_times(model_name: str, batch_size: int, device: torch.device | str = "c
 def step_time_ratios(model_name: str, batch_size: int, device: torch.device | str = "cpu", rounds: int = 7,
                      repeats: int = 8) -> dict[str, float]:
     """SAM / ASAM / clone-per-step SAM step time over the floor (AdamW step + one forward-backward),
-    and the floor itself in ms."""
+    each the median over rounds of that round's ratio, and the floor's median in ms."""
     times = step_times(model_name, batch_size, device, rounds, repeats)
-    floor = times["adamw"] + times["forward_backward"]
-    return {"sam": times["sam"] / floor, "asam": times["asam"] / floor, "reference": times["reference"] / floor,
-            "floor_ms": 1000 * floor}
+    floors = [a + f for a, f in zip(times["adamw"], times["forward_backward"])]
+    ratios = {key: statistics.median(t / floor for t, floor in zip(times[key], floors))
+              for key in ("sam", "asam", "reference")}
+    return {**ratios, "floor_ms": 1000 * statistics.median(floors), "rounds": rounds}
 
 
 def step_time_rows(model_name: str, batch_size: int, rounds: int = 12, repeats: int = 3) -> list[dict]:
@@ -226,7 +232,8 @@ def step_time_rows(model_name: str, batch_size: int, rounds: int = 12, repeats: 
     with cpu_threads(1):
         ratios = step_time_ratios(model_name, batch_size, "cpu", rounds, repeats)
     note = (f"{MODELS[model_name].description}, batch {batch_size}, CPU (1 thread); "
-            f"floor = AdamW step + one forward-backward = {ratios['floor_ms']:.2f} ms; measured")
+            f"floor = AdamW step + one forward-backward = {ratios['floor_ms']:.2f} ms; median of {rounds} "
+            "interleaved rounds' ratios, measured")
     labels = (("sam", "SAM"), ("asam", "ASAM"), ("reference", "clone-per-step SAM (reference style)"))
     return [{"name": f"shared.sam: {label} step / floor, {model_name} batch {batch_size}", "value": ratios[key],
              "unit": "ratio", "note": note} for key, label in labels]

@@ -248,11 +248,11 @@ def _cell(value: Any, fmt: str) -> str:
 def format_table(summary: dict[str, Any]) -> str:
     title = (f"gpu-check {summary['date']} on {summary['device_name']} ({summary['device']}), torch {summary['torch']}"
              + ("  [SMOKE: tiny models, not a GPU measurement]" if summary["smoke"] else ""))
-    header = (f"{'tool':22s} {'case':28s} {'optim':6s} {'prec':5s} {'ckpt':4s} {'finite':6s} {'skip':4s} "
+    header = (f"{'tool':21s} {'case':44s} {'optim':6s} {'prec':5s} {'ckpt':4s} {'finite':6s} {'skip':4s} "
               f"{'loss first->last':18s} {'amp |d|':>8s} {'amp ok':6s} {'step ms':>9s} {'peak MB':>9s}")
     lines = [title, header, "-" * len(header)]
     for row in summary["rows"]:
-        lead = (f"{row['tool'][:22]:22s} {row['case'][:28]:28s} {row['optimizer'][:6]:6s} {row['precision']:5s} "
+        lead = (f"{row['tool'][:21]:21s} {row['case'][:44]:44s} {row['optimizer'][:6]:6s} {row['precision']:5s} "
                 f"{'on' if row['gradient_checkpointing'] else 'off':4s} ")
         if row["error"]:
             lines.append(lead + f"error: {row['error'][:80]}")
