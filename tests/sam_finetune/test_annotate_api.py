@@ -8,9 +8,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import textwrap
+import time
 from pathlib import Path
 
 import cv2
@@ -214,20 +212,23 @@ def test_two_tabs_cannot_overwrite_each_others_objects(dataset, checkpoint):
     assert len(session.store.objects("img_0000.png")) == 3
 
 
-KILLED_SAVER = """
-import os, sys, time
-from pathlib import Path
-import numpy as np
-from projects.sam_finetune.annotator.images import ImageFolder
-from projects.sam_finetune.annotator.store import CocoStore, NewObject
-store = CocoStore(sys.argv[2], ImageFolder(sys.argv[1]))
-mask = np.zeros((48, 64), bool); mask[10:20, 10:20] = True
-def stuck(fd):  # the new file is written but not yet renamed over the old one
-    print("writing", flush=True)
-    time.sleep(60)
-os.fsync = stuck
-store.add_object("img_0000.png", store.revision("img_0000.png"), NewObject(mask, 1, {}), (48, 64))
-"""
+def killed_while_saving(store: CocoStore) -> None:
+    """Save in a forked child and SIGKILL it once the new file is written but not yet renamed over the old."""
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a server process about to be killed
+        try:
+            os.fsync = lambda _fd: (os.write(ready_write, b"w"), time.sleep(60))
+            mask = np.zeros((48, 64), bool)
+            mask[10:20, 10:20] = True
+            store.add_object("img_0000.png", store.revision("img_0000.png"), NewObject(mask, 1, {}), (48, 64))
+        finally:
+            os._exit(0)
+    os.close(ready_write)
+    assert os.read(ready_read, 1) == b"w"
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(ready_read)
 
 
 def test_a_kill_while_saving_leaves_the_previous_file(dataset, checkpoint):
@@ -235,12 +236,7 @@ def test_a_kill_while_saving_leaves_the_previous_file(dataset, checkpoint):
     accept(client, "img_0000.png", 0, box=[4, 4, 30, 30])
     annotation_file = session.store.path
     before = annotation_file.read_bytes()
-    saver = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_SAVER), str(dataset / "train"),
-                              str(annotation_file)], stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert saver.stdout.readline().strip() == "writing"
-    os.kill(saver.pid, signal.SIGKILL)
-    saver.wait()
+    killed_while_saving(CocoStore(annotation_file, session.images))
     assert annotation_file.read_bytes() == before  # the previous, complete file
     assert len(COCO(str(annotation_file)).anns) == 1
     assert list(annotation_file.parent.glob(".instances_train.json.*.tmp"))  # the dead writer's temp file
