@@ -32,8 +32,6 @@ from tests.sam_finetune.annotate_support import (
     tiny_checkpoint,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
