@@ -20,7 +20,7 @@ def test_tiny_cases_step_on_cpu(checkpointing):
         loss = case.loss(model, case.make_batch(torch.device("cpu")))
         loss.backward()
         assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[0] != losses[1]  # with and without the alignment module
 
 

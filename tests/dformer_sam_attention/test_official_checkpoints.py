@@ -152,3 +152,35 @@ def test_official_recipe_of_the_mirrored_configs():
                 config.nepochs, config.channel_order, config.label_folder) == (
             8e-5, drop_path, 1024, 512, 16, 300, "rgb", "labels")
     assert not replace(load_config(TINY)).official_recipe
+
+
+@pytest.mark.parametrize("decoder", ["hsg", "ham"])
+def test_checkpoints_of_older_versions_still_evaluate_the_same(tmp_path, decoder):
+    """Before mmcv naming (`squeeze.0` / `squeeze.1`), ham_channels and the separate text-logit scale."""
+    import re
+
+    torch.manual_seed(0)
+    config = load_config(TINY)
+    settings = ModelSettings(backbone="DFormerv2_Tiny", decoder=decoder, num_classes=5, decoder_embed_dim=32,
+                             decoder_align_heads=2, text_embed_dim=32, ham_channels=32, ham_rank=8,
+                             drop_path_rate=0.0, text_dim=8)
+    model = build_model(settings, torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)).eval()
+    if decoder == "hsg":  # the old model scaled its text logits by the (learned) decoder temperature
+        with torch.no_grad():
+            model.decode_head.alignment.temperature.log_scale.fill_(1.5)
+            model.decode_head.text_logit_scale.log_scale.fill_(1.5)
+    old_state = {}
+    for key, value in model.state_dict().items():
+        if key == "decode_head.text_logit_scale.log_scale":
+            continue
+        key = re.sub(r"\.conv\.(?=weight|bias)", ".0.", key) if "ham_in" not in key else key.replace(".conv.", ".")
+        old_state[re.sub(r"\.bn\.", ".1.", key)] = value
+    assert "decode_head.fuse.0.weight" in old_state or "decode_head.squeeze.0.weight" in old_state
+    old_settings = settings_to_dict(settings)
+    for key in ("ham_channels", "text_logit_init", "text_logit_learnable"):
+        del old_settings[key]
+    torch.save({"model_state_dict": old_state, "model_settings": old_settings, "config": dict(config.__dict__)},
+               tmp_path / "old.pth")
+    loaded, _ = load_trained_model(tmp_path / "old.pth")
+    rgb, depth = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 64, 64)
+    torch.testing.assert_close(seeded_logits(loaded, rgb, depth), seeded_logits(model, rgb, depth), atol=0, rtol=0)

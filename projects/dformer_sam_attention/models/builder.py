@@ -7,6 +7,7 @@ text encoder.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -99,7 +100,13 @@ def settings_to_dict(settings: ModelSettings) -> dict:
 
 
 def settings_from_dict(data: dict) -> ModelSettings:
+    """Settings saved in a checkpoint. Checkpoints written before `ham_channels` and the separate
+    text-logit scale existed get the values those models had: the Hamburger as wide as the decoder,
+    the text logits scaled by the decoder temperature (see `upgrade_state_dict`)."""
     data = dict(data)
+    data.setdefault("ham_channels", data["decoder_embed_dim"])
+    data.setdefault("text_logit_init", data["decoder_attention"]["logit_init"])
+    data.setdefault("text_logit_learnable", data["decoder_attention"]["learnable_temp"])
     data["sam_enc_stages"] = tuple(data["sam_enc_stages"])
     data["decoder_attention"] = AlignmentAttention(**data["decoder_attention"])
     data["encoder_attention"] = AlignmentAttention(**data["encoder_attention"])
@@ -131,3 +138,22 @@ def build_model(settings: ModelSettings, text_embeddings: Tensor | None = None,
         print(f"loaded {pretrained_backbone} into the backbone: {report.describe()}")
     return model
 
+
+
+# module names of checkpoints written before the heads used mmcv's ConvModule naming
+_OLD_CONV_BN = re.compile(r"^(decode_head\.(?:lateral\.\d+|fuse|squeeze|align|hamburger\.ham_out))\.([01])\.")
+_OLD_HAM_IN = re.compile(r"^decode_head\.hamburger\.ham_in\.(weight|bias)$")
+
+
+def upgrade_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A state dict of an older checkpoint of this tool in today's names: `squeeze.0`/`squeeze.1` →
+    `squeeze.conv`/`squeeze.bn` (and the same for the other conv-BN blocks), `ham_in.weight` →
+    `ham_in.conv.weight`, and the text-logit scale, which was the decoder temperature, copied from it."""
+    upgraded = {}
+    for key, value in state.items():
+        key = _OLD_CONV_BN.sub(lambda m: f"{m.group(1)}.{'conv' if m.group(2) == '0' else 'bn'}.", key)
+        upgraded[_OLD_HAM_IN.sub(r"decode_head.hamburger.ham_in.conv.\1", key)] = value
+    temperature = "decode_head.alignment.temperature.log_scale"
+    if temperature in upgraded and "decode_head.text_logit_scale.log_scale" not in upgraded:
+        upgraded["decode_head.text_logit_scale.log_scale"] = upgraded[temperature].clone()
+    return upgraded

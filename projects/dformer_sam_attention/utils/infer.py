@@ -21,13 +21,17 @@ import torch
 from torch import nn
 
 from projects.dformer_sam_attention.local_configs.config import ConfigError, SegConfig, load_config
-from projects.dformer_sam_attention.models.builder import EncoderDecoder, settings_from_dict
+from projects.dformer_sam_attention.models.builder import (
+    EncoderDecoder,
+    settings_from_dict,
+    upgrade_state_dict,
+)
 from projects.dformer_sam_attention.models.official import is_official_segmentor, load_official_segmentor
 from projects.dformer_sam_attention.utils.dataloader.RGBXDataset import DatasetError, read_depth, read_rgb
 from projects.dformer_sam_attention.utils.dataloader.transforms import normalize_depth, normalize_rgb
 from projects.dformer_sam_attention.utils.eval import predict_probabilities
 from shared.argtypes import probability
-from shared.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from shared.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
 
 
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu",
@@ -53,7 +57,8 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu",
         config_data[key] = tuple(config_data[key])
     config = SegConfig(**config_data)
     model = EncoderDecoder(settings_from_dict(payload["model_settings"]))
-    load_model_state(model, payload, strict=True, source_name=str(path))
+    state = upgrade_state_dict(extract_model_state(payload))  # older checkpoints: today's module names
+    load_model_state(model, state, strict=True, source_name=str(path))
     return model.to(device).eval(), config
 
 
