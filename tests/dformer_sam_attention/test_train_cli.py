@@ -371,6 +371,7 @@ def test_official_recipe_splits_the_total_batch_and_validates_on_test():
     args = train_cli.parse_args(["--config", "local_configs.NYUDepthv2.DFormerv2_S", "--no-official"])
     ours = train_cli.resolve_config(args)
     assert not ours.official_recipe and train_cli.batch_per_process(ours, four_gpus) == 16  # per process
+    assert (nyu.channel_order, ours.channel_order) == ("bgr", "rgb")
     assert train_cli.validation_fraction(train_cli.parse_args(["--config", "local_configs.NYUDepthv2.DFormerv2_S"]),
                                          nyu) == 0.0  # the paper protocol: the official test split
     assert train_cli.validation_fraction(args, ours) == 0.1

@@ -25,8 +25,8 @@ class SegConfig:
     # the order of the colour channels fed to the network; the official loader reads BGR (OpenCV)
     # for every dataset except SUN RGB-D with DFormerv2, which it reads as RGB
     channel_order: str = "bgr"
-    # official recipe: the channel order above, `batch_size` is the total over all processes, and
-    # checkpoints are validated on the official test split (--val_fraction 0); off for the tiny config
+    # official recipe: the channel order above (off: RGB for every dataset), `batch_size` is the total
+    # over all processes, and checkpoints are validated on the official test split (--val_fraction 0)
     official_recipe: bool = True
     image_height: int = 480  # training crop
     image_width: int = 640

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_partial_pretrained", default=False, action=argparse.BooleanOptionalAction,
                    help="load what fits of a --pretrained_model that does not match the encoder (otherwise an error)")
     p.add_argument("--official", default=None, action=argparse.BooleanOptionalAction,
-                   help="official recipe: the official channel order (BGR for NYU, RGB for SUN RGB-D), "
+                   help="official recipe: the official channel order (BGR for NYU, RGB for SUN RGB-D; off: RGB), "
                         "batch_size is the total over all processes, checkpoints validated on the official "
                         "test split (--val_fraction 0, the paper protocol) (default: config; on for NYU/SUN)")
     p.add_argument("--gradient_checkpointing", default=False, action=argparse.BooleanOptionalAction,
@@ -223,7 +223,10 @@ def resolve_config(args: argparse.Namespace) -> SegConfig:
                  "batch_size": args.batch_size,
                  "decoder": args.decoder, "text_encoder": args.text_encoder, "gt_transform": args.gt_transform,
                  "pretrained_model": args.pretrained_model, "official_recipe": args.official}
-    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if not config.official_recipe:  # our own recipe reads every dataset in RGB order
+        config = dataclasses.replace(config, channel_order="rgb")
+    return config
 
 
 def model_settings(args: argparse.Namespace, config: SegConfig, text_dim: int) -> ModelSettings:
