@@ -108,6 +108,21 @@ def _prompts(prompt: dict):
                    box=tuple(prompt["box"]) if "box" in prompt else None)
 
 
+def test_a_16_bit_image_is_shown_and_segmented_as_the_model_sees_it(dataset, checkpoint):
+    gray = cv2.cvtColor(cv2.imread(str(dataset / "train" / "img_0000.png")), cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(dataset / "train" / "deep.png"), gray.astype(np.uint16) * 16 + 100)  # 12-bit range
+    session, client = client_for(dataset, checkpoint)
+    shown = cv2.imdecode(np.frombuffer(client.get("/api/pixels", params={"name": "deep.png"}).content, np.uint8),
+                         cv2.IMREAD_UNCHANGED)
+    seen = session.model.display_image(dataset / "train" / "deep.png")
+    np.testing.assert_array_equal(shown[:, :, ::-1], seen)
+    assert seen.dtype == np.uint8 and seen.max() == 255 and seen.min() == 0  # the window, not a shift to 8 bits
+    candidates = client.post("/api/predict", json={"name": "deep.png", "box": [8, 6, 40, 30]}).json()["candidates"]
+    expected, _, _ = reference_predictor(session, dataset / "train" / "deep.png").predict(
+        box=np.asarray([8, 6, 40, 30], np.float32), multimask_output=False)
+    np.testing.assert_array_equal(decode_runs(candidates[0]["runs"], gray.shape), expected[0])
+
+
 def accept(client, name: str, revision: int, **prompt) -> dict:
     response = client.post("/api/objects", json={"name": name, "revision": revision, "candidate": 0,
                                                  "category_id": 1, **prompt})
