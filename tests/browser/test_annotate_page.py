@@ -10,6 +10,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.keys import Keys
 
 from projects.sam_finetune.annotator.model import Prompts
@@ -54,7 +55,14 @@ def test_click_accept_saves_the_models_mask(tmp_path):
                    "the first image")
         assert driver.find_element("id", "progress").text == "0 / 3 annotated"
         assert "Enter" in driver.find_element("id", "shortcuts").text
-        screen = driver.execute_script("return window.annotator.imageToClient(arguments[0], arguments[1])", *click)
+        # zoom in with the wheel around the object: the click below must still land on the same image pixel
+        to_screen = "return window.annotator.imageToClient(arguments[0], arguments[1])"
+        before = driver.execute_script(to_screen, *click)
+        scale = driver.execute_script("return window.annotator.state.view.scale")
+        ActionChains(driver).scroll_from_origin(
+            ScrollOrigin.from_viewport(int(before["x"]) + 30, int(before["y"]) + 20), 0, -300).perform()
+        wait_until(lambda: driver.execute_script("return window.annotator.state.view.scale") > 1.3 * scale, "the zoom")
+        screen = driver.execute_script(to_screen, *click)
         click_at(driver, screen["x"], screen["y"])
         wait_until(lambda: page_idle(driver) and driver.execute_script(
             "return window.annotator.state.candidates.length === 4"), "the mask candidates")
@@ -83,7 +91,6 @@ def test_click_accept_saves_the_models_mask(tmp_path):
 
         # on the next image: a dragged box and a right-click background point make one prompt
         box, background = [6, 4, 40, 30], (2, 44)
-        to_screen = "return window.annotator.imageToClient(arguments[0], arguments[1])"
         start, end = (driver.execute_script(to_screen, *corner) for corner in (box[:2], box[2:]))
         drag(driver, (start["x"], start["y"]), (end["x"], end["y"]))
         wait_until(lambda: page_idle(driver) and driver.execute_script(
