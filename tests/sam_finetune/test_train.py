@@ -17,7 +17,7 @@ import torch
 from segment_anything import SamPredictor
 
 from projects.sam_finetune import evaluate, predict, train
-from projects.sam_finetune.config import config_from_dict
+from projects.sam_finetune.config import ConfigError, config_from_dict
 from projects.sam_finetune.dataset import PromptedSegmentationDataset, collate_prompted
 from projects.sam_finetune.engine import EmbeddingCache, batch_loss
 from projects.sam_finetune.losses import SamFinetuneLoss
@@ -408,3 +408,12 @@ def test_training_skips_and_counts_bad_samples(tmp_path, directory_data, base_ch
     assert summary["skipped_by_reason"]["train"] == {"missing mask": 1, "colour mask": 1}
     saved = json.loads(next(Path(summary["run_dir"]).glob("training_summary_*.json")).read_text())
     assert saved["skipped_by_reason"] == summary["skipped_by_reason"]
+
+
+def test_evaluate_refuses_a_config_with_other_preprocessing(full_run, tmp_path):
+    run_dir = Path(full_run["summary"]["run_dir"])
+    data = _run_config(run_dir)
+    data["data"]["intensity"] = {"mode": "minmax", "percentiles": [0.5, 99.5], "window": None}
+    path = write_config(tmp_path / "minmax.yaml", data)
+    with pytest.raises(ConfigError, match="best_model.pth: the model was trained with preprocessing"):
+        evaluate.main(["--config", str(path), "--checkpoint", str(run_dir / "best_model.pth"), "--no_base"])
