@@ -69,6 +69,14 @@ def step_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
+def dice_ce_loss(logits: torch.Tensor, labels: torch.Tensor, dice_loss: DiceLoss, ce_weight: float) -> torch.Tensor:
+    """MONAI Dice (sigmoid, squared) over the crops that hold haemorrhage + `ce_weight` x BCE over all.
+    Dice of an empty crop only rewards pushing every voxel to 0; ICH-negative crops train through CE."""
+    has_lesion = labels.flatten(1).any(dim=1)
+    dice = dice_loss(logits[has_lesion], labels[has_lesion]) if has_lesion.any() else logits.sum() * 0
+    return dice + ce_weight * F.binary_cross_entropy_with_logits(logits, labels)
+
+
 def encoder_export(model: SamMed3DICH, model_type: str, preprocessing: dict) -> dict[str, Any]:
     """`sam_encoder.pth`: the image encoder as a feature extractor plus the visual-token and ICH heads."""
     return {"image_encoder_state_dict": model.image_encoder.state_dict(),
@@ -276,11 +284,7 @@ class Trainer:
                                                      "dice": dice}
 
     def seg_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """MONAI Dice (sigmoid, squared) over the crops that hold haemorrhage + `ce_weight` x BCE over all.
-        Dice of an empty crop only rewards pushing every voxel to 0; ICH-negative crops train through CE."""
-        has_lesion = labels.flatten(1).any(dim=1)
-        dice = self.dice_loss(logits[has_lesion], labels[has_lesion]) if has_lesion.any() else logits.sum() * 0
-        return dice + self.cfg.ce_weight * F.binary_cross_entropy_with_logits(logits, labels)
+        return dice_ce_loss(logits, labels, self.dice_loss, self.cfg.ce_weight)
 
     # ------------------------------------------------------------------------------ validation
     def selection_score(self, val: dict[str, float]) -> tuple[float, float]:

@@ -168,10 +168,10 @@ class ImageEncoderViT3D(nn.Module):
         if tuple(x.shape[-3:]) != (self.img_size,) * 3:
             raise ValueError(f"the image encoder takes {self.img_size}^3 crops, got {tuple(x.shape[-3:])}")
         x = self.patch_embed(x) + self.pos_embed  # [B, g, g, g, C]
+        # gradient checkpointing: each block (attention and MLP) and the neck keep only their input for
+        # backward and recompute the rest, so activations are held for one block at a time
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                # recompute activations in backward: memory per block instead of per network
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        return self.neck(x.permute(0, 4, 1, 2, 3))  # [B, out_chans, g, g, g]
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
+        x = x.permute(0, 4, 1, 2, 3)
+        return checkpoint(self.neck, x, use_reentrant=False) if recompute else self.neck(x)  # [B, out, g, g, g]
