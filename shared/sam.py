@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.optimizer import _get_foreach_kernels_supported_devices
 
 from shared.amp import AmpPolicy
 
@@ -43,8 +44,8 @@ class SAM(torch.optim.Optimizer):
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups  # shared dicts: one lr, one schedule
         self.defaults.update(self.base_optimizer.defaults)
-        self._perturbed: list[Tensor] = []
-        self._saved: list[Tensor] = []  # the saved copies of _perturbed, in order
+        # per perturbed group: (parameters, their saved weights, whether storages were swapped)
+        self._perturbed: list[tuple[list[Tensor], list[Tensor], bool]] = []
 
     # --- the two halves of the update -------------------------------------------------------
     @torch.no_grad()
@@ -96,21 +97,51 @@ class SAM(torch.optim.Optimizer):
             return norm
         for group, params, d in directions:
             saved = [self._saved_weight(p) for p in params]
-            torch._foreach_copy_(saved, params)
-            if group["adaptive"]:
-                torch._foreach_mul_(d, params)  # w·g -> w²·g, in tensors of ours (new products or spent grads)
-            torch._foreach_add_(params, d, alpha=group["rho"] / (norm + EPS))
-            self._perturbed.extend(params)
-            self._saved.extend(saved)
+            scale = group["rho"] / (norm + EPS)
+            swap = self._swap_storage(params)
+            if swap:
+                self._perturb_by_swapping(params, d, saved, scale, group["adaptive"])
+            else:
+                torch._foreach_copy_(saved, params)
+                if group["adaptive"]:
+                    torch._foreach_mul_(d, params)  # w·g -> w²·g, in tensors of ours (new products or spent grads)
+                torch._foreach_add_(params, d, alpha=scale)
+            self._perturbed.append((params, saved, swap))
         return norm
+
+    @staticmethod
+    def _swap_storage(params: list[Tensor]) -> bool:
+        """Where torch has no multi-tensor kernels (CPU), the passes over the weights cost more than a
+        few Python calls per tensor: perturb in one pass into the spare buffer and swap storages.
+        Where it has them (CUDA), copy/add/copy as a handful of multi-tensor launches is cheaper."""
+        return params[0].device.type not in _get_foreach_kernels_supported_devices()
+
+    @staticmethod
+    def _perturb_by_swapping(params: list[Tensor], d: list[Tensor], saved: list[Tensor], scale: float,
+                             adaptive: bool) -> None:
+        """spare ← w + scale·d (SAM) or w + scale·w·d (ASAM, d = w·g), then the parameter takes the
+        spare's storage and the `saved` tensor the original one: one pass, no copy."""
+        for p, d_p, spare in zip(params, d, saved):
+            if adaptive:
+                torch.addcmul(p, d_p, p, value=scale, out=spare)
+            else:
+                torch.add(p, d_p, alpha=scale, out=spare)
+            original = p.data
+            p.data = spare
+            spare.set_(original)
 
     @torch.no_grad()
     def restore_weights(self) -> None:
         """Put back the weights saved by `perturb_weights` (exactly, not by subtracting e)."""
-        if self._perturbed:
-            torch._foreach_copy_(self._perturbed, self._saved)
+        for params, saved, swapped in self._perturbed:
+            if swapped:
+                for p, saved_p in zip(params, saved):
+                    perturbed = p.data
+                    p.data = saved_p
+                    saved_p.set_(perturbed)  # the spare buffer again, for the next step
+            else:
+                torch._foreach_copy_(params, saved)
         self._perturbed = []
-        self._saved = []
 
     def _saved_weight(self, p: Tensor) -> Tensor:
         state = self.state[p]

@@ -285,3 +285,36 @@ def test_non_finite_loss_skips_the_step_without_scaler(name):
     assert stepper.step(loss_nan_in_last_pass, [make_batch()]).skipped
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, before[key], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_storage_swap_and_multi_tensor_copy_make_the_same_step(adaptive, monkeypatch):
+    """CPU perturbs in one pass into the spare buffer and swaps storages; a device with multi-tensor
+    kernels (CUDA; the capability mocked here) copies, adds and copies back. Same weights either way."""
+    import shared.sam as sam_module
+
+    def train(foreach_devices):
+        with monkeypatch.context() as patch:
+            patch.setattr(sam_module, "_get_foreach_kernels_supported_devices", lambda: foreach_devices)
+            model = make_model()
+            optimizer = SAM(model.parameters(), torch.optim.AdamW, rho=0.5 if adaptive else 0.05,
+                            adaptive=adaptive, lr=0.01)
+            stepper = OptimizationStep(model, optimizer)
+            before = {p: p.detach().clone() for p in model.parameters()}
+            mse(model, make_batch()).backward()
+            swapped = SAM._swap_storage(list(model.parameters()))
+            optimizer.perturb_weights()
+            for p in model.parameters():  # during the perturbation the saved buffer holds the old weights
+                torch.testing.assert_close(optimizer.state[p]["saved_weight"], before[p], atol=0, rtol=0)
+                assert not torch.equal(p, before[p])
+            optimizer.restore_weights()
+            for p in model.parameters():
+                torch.testing.assert_close(p, before[p], atol=0, rtol=0)
+            for _ in range(2):
+                stepper.step(lambda b: mse(model, b), [make_batch()])
+            return model, swapped
+
+    (swapping, swapped), (copying, copied) = train(["cuda"]), train(["cuda", "cpu"])
+    assert swapped and not copied
+    for p, q in zip(swapping.parameters(), copying.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-7, rtol=1e-6)
