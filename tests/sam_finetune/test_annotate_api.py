@@ -184,6 +184,8 @@ def test_paths_outside_the_images_folder_are_refused(dataset, checkpoint, tmp_pa
     assert client.get("/api/pixels?name=..%2Fsecret.png").status_code == 400
     too_big = {"name": "img_0000.png", "points": [[1, 1]] * 20000, "labels": [1] * 20000}
     assert client.post("/api/predict", json=too_big).status_code == 413
+    streamed = (b" " * 1000 for _ in range(100))  # no Content-Length: counted as it arrives
+    assert client.post("/api/predict", content=streamed, headers={"content-type": "application/json"}).status_code == 413
     assert client.post("/api/predict", json={"name": "img_0000.png", "points": [[1, 1]] * 65,
                                              "labels": [1] * 65}).status_code == 422
     assert not (dataset / "train" / "link.png").resolve().is_relative_to(session.images.root)
