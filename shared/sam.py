@@ -6,13 +6,16 @@ training-step helper every tool calls.
 `second_step`, `step(closure)`; the base optimizer is built on SAM's own param groups, so `rho` and
 `adaptive` may differ per group and an LR scheduler attached to SAM drives the base optimizer.
 
-Unlike the reference it keeps one persistent buffer of saved weights (allocated once, reused every
-step, fused `_foreach` ops) instead of cloning every weight each step, restores every parameter it
-perturbed even if that parameter has no gradient in the second pass, and never touches a parameter
-that got no gradient in the first pass.
+Unlike the reference it keeps one persistent spare buffer per weight (allocated once, reused every
+step) instead of cloning every weight each step: on CPU the perturbed weights are written into it in
+one pass and the storages are swapped (restoring is a swap back), on CUDA multi-tensor `_foreach`
+copy/add/copy kernels do it in a few launches. It restores every parameter it perturbed even if that
+parameter has no gradient in the second pass, and never touches a parameter that got no gradient in
+the first pass.
 
 `OptimizationStep` puts around any optimizer (SAM or not) what a training loop needs: autocast,
-fp16 GradScaler (each pass unscaled exactly once, an inf in either pass skips the whole step),
+fp16 GradScaler (the ascent uses the still-scaled gradients, whose direction is the same; the
+update's gradients are unscaled exactly once; an inf in either pass skips the whole step),
 gradient accumulation over micro-batches, BatchNorm running statistics updated in the first pass
 only, DDP synchronisation (both passes all-reduced by default, or per-replica perturbation), and
 gradient clipping.
