@@ -88,7 +88,7 @@ def full_size_rows() -> list[dict]:
     cpu = torch.device("cpu")
     off = AmpPolicy.create(cpu, enabled=False)
     model = model_module.build_ich_model("vit_b_ori", 256, 768)
-    optimizer = build_optimizer("adamw", model, 1e-4, 0.1, lr_multipliers={"prompt_encoder": 1.0})
+    optimizer = build_optimizer("adamw", model, 1e-4, 0.1)
     images, labels = generated_batch(128, FULL_BATCH)
     started = time.perf_counter()
     training_step(ClickRoundsForward(model, TrainConfig().num_clicks), optimizer, images, labels, off)  # AdamW state

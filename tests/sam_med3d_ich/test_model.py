@@ -160,3 +160,28 @@ def test_single_window_attention_computes_only_the_real_queries_with_the_same_re
     expected = x + full
     expected = expected + block.mlp(block.norm2(expected))
     torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sdpa_attention_equals_the_explicit_softmax_formulation():
+    """Attention3D (with SAM's decomposed relative positions) and the decoder's TokenAttention run through
+    scaled_dot_product_attention; both equal softmax(q k^T / sqrt(d) + bias) v written out."""
+    from projects.sam_med3d_ich.modeling.image_encoder3d import Attention3D
+    from projects.sam_med3d_ich.modeling.transformer3d import TokenAttention
+
+    torch.manual_seed(0)
+    attention = Attention3D(32, 2, rel_pos_size=(3, 3, 3))
+    for table in (attention.rel_pos_d, attention.rel_pos_h, attention.rel_pos_w):
+        torch.nn.init.normal_(table)
+    x = torch.randn(2, 3, 3, 3, 32)
+    q, k, v = attention.qkv(x).reshape(2, 27, 3, 2, 16).permute(2, 0, 3, 1, 4)
+    bias = attention._relative_position_bias(q, (3, 3, 3), (3, 3, 3))
+    weights = torch.softmax(q @ k.transpose(-1, -2) / 16 ** 0.5 + bias, dim=-1)
+    expected = attention.proj((weights @ v).transpose(1, 2).reshape(2, 3, 3, 3, 32))
+    torch.testing.assert_close(attention(x), expected, rtol=1e-5, atol=1e-5)
+
+    tokens = TokenAttention(32, 4, downsample_rate=2)
+    a, b = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    heads = [t.reshape(2, -1, 4, 4).transpose(1, 2) for t in (tokens.q_proj(a), tokens.k_proj(b), tokens.v_proj(b))]
+    weights = torch.softmax(heads[0] @ heads[1].transpose(-1, -2) / 2.0, dim=-1)
+    expected = tokens.out_proj((weights @ heads[2]).transpose(1, 2).reshape(2, 5, 16))
+    torch.testing.assert_close(tokens(a, b, b), expected, rtol=1e-5, atol=1e-5)
