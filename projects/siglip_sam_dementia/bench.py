@@ -1,15 +1,22 @@
-"""Benchmarks on the tiny model (CPU is fine), ratios against a baseline measured in the same process.
+"""Benchmarks, ratios against a baseline measured in the same process; each row says what it measured on what.
 
-1. Training throughput, SAM vs AdamW: SAM does two forward/backward passes per step, so the ratio
-   is expected near 0.5.
-2. Data time of epoch 1 (log-mel cache cold: audio decoding + mel filterbank) vs epoch 2 (cache
+Real size (CPU, about 8 GB of RAM: run it alone):
+1. One training step of the real `google/siglip2-base-patch16-naflex` architecture (random weights
+   built from its config, no download; 375 M parameters) on generated recordings: AdamW vs SAM, each
+   with and without gradient checkpointing of both towers: step time, activations autograd keeps for
+   backward, and the step's peak RSS above the resident size before it.
+Tiny model:
+2. Training throughput, SAM vs AdamW (two forward/backward passes per step: expected near 0.5).
+3. Data time of epoch 1 (log-mel cache cold: audio decoding + mel filterbank) vs epoch 2 (cache
    warm: one np.load per recording), the cache's whole point.
 
-    python -m projects.siglip_sam_dementia.bench
+    python -m projects.siglip_sam_dementia.bench            # add --tiny_only to skip the real-size rows
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
 import json
 import statistics
 import tempfile
@@ -24,14 +31,88 @@ from transformers import AutoProcessor
 from projects.siglip_sam_dementia.audio_features import LogMelCache, LogMelParams
 from projects.siglip_sam_dementia.config import TrainingConfig
 from projects.siglip_sam_dementia.data_processor import DementiaCollator, build_datasets
-from projects.siglip_sam_dementia.model import DementiaClassifier
+from projects.siglip_sam_dementia.full_size import BASE_NAFLEX_VOCAB, random_backbone, synthetic_batch
+from projects.siglip_sam_dementia.model import DementiaClassifier, enable_gradient_checkpointing
 from projects.siglip_sam_dementia.synthetic import make_synthetic_corpus
 from projects.siglip_sam_dementia.tiny_model import make_tiny_siglip2
+from shared.memory import MemoryMonitor, cpu_threads, saved_activation_bytes
 from shared.optim import build_optimizer
 from shared.sam import OptimizationStep
 
 BATCH_SIZE = 8
 TIMED_STEPS = 15
+# Real size: recordings per step, each one 10 s window (128 mels x 1000 frames -> 256 NaFlex patches)
+# and one full 64-token transcript; the step after one warm-up step (which allocates the optimizer state).
+FULL_BATCH = 4
+FULL_THREADS = 2
+GB = 1024.0**3
+
+
+def full_size_step(model: DementiaClassifier, batch: dict, optimizer_name: str, monitor: MemoryMonitor) -> dict:
+    """Seconds and peak RSS above the resident size before it, of the second of two steps."""
+    optimizer = build_optimizer(optimizer_name, model, lr=1e-5, weight_decay=0.01)
+    stepper = OptimizationStep(model, optimizer)
+
+    def loss_fn(b: dict) -> torch.Tensor:
+        return F.cross_entropy(model(**b["inputs"]), b["labels"])
+
+    stepper.step(loss_fn, [batch])  # warm-up: allocates the optimizer state
+    gc.collect()
+    resident = monitor.current()["rss_mb"]
+    monitor.reset_peak()
+    started = time.perf_counter()
+    stepper.step(loss_fn, [batch])
+    seconds = time.perf_counter() - started
+    peak_above = monitor.peak()["peak_rss_mb"] - resident
+    del stepper, optimizer
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    return {"seconds": seconds, "peak_above_mb": peak_above}
+
+
+def full_size_rows() -> list[dict]:
+    """AdamW and SAM steps of the real architecture without, then with, gradient checkpointing (one
+    model: checkpointing is switched on between the two halves with the function the trainer uses)."""
+    with cpu_threads(FULL_THREADS):
+        backbone = random_backbone("full")
+        model = DementiaClassifier("google/siglip2-base-patch16-naflex (random)", backbone=backbone).train()
+        parameters = sum(p.numel() for p in model.parameters())
+        batch = synthetic_batch(FULL_BATCH, BASE_NAFLEX_VOCAB)
+        monitor = MemoryMonitor("cpu")
+        measured: dict[tuple[str, bool], dict] = {}
+        saved: dict[bool, int] = {}
+        for checkpointing in (False, True):
+            if checkpointing:
+                enable_gradient_checkpointing(backbone)
+            saved[checkpointing], loss = saved_activation_bytes(
+                lambda: F.cross_entropy(model(**batch["inputs"]), batch["labels"]))
+            del loss
+            for name in ("adamw", "sam"):
+                measured[(name, checkpointing)] = full_size_step(model, batch, name, monitor)
+    what = (f"siglip2-base-patch16-naflex architecture, random weights ({parameters / 1e6:.0f} M parameters), "
+            f"multimodal concat, batch {FULL_BATCH} recordings x (one 10 s window = 256 patches + 64 tokens), "
+            f"CPU fp32, {FULL_THREADS} threads, one step after a warm-up step")
+    adamw = measured[("adamw", False)]
+    rows = [{"name": "dementia full size: AdamW step", "value": adamw["seconds"], "unit": "s", "note": what}]
+    for name in ("adamw", "sam"):
+        plain, checkpointed = measured[(name, False)], measured[(name, True)]
+        if name == "sam":
+            rows.append({"name": "dementia full size: SAM / AdamW step time", "value": plain["seconds"] / adamw["seconds"],
+                         "unit": "ratio", "note": "same model and batch, no checkpointing; two passes per SAM step"})
+        rows += [
+            {"name": f"dementia full size: {name} step time, gradient checkpointing / none",
+             "value": checkpointed["seconds"] / plain["seconds"], "unit": "ratio",
+             "note": "both towers' encoder layers recomputed in backward"},
+            {"name": f"dementia full size: {name} step peak RSS above resident, gradient checkpointing / none",
+             "value": checkpointed["peak_above_mb"] / max(plain["peak_above_mb"], 1e-9), "unit": "ratio",
+             "note": f"{plain['peak_above_mb']:.0f} MB vs {checkpointed['peak_above_mb']:.0f} MB above the "
+                     "resident weights, gradients and optimizer state (process RSS, VmHWM reset before the step)"},
+        ]
+    rows.append({"name": "dementia full size: activations kept for backward, gradient checkpointing / none",
+                 "value": saved[True] / saved[False], "unit": "ratio",
+                 "note": f"{saved[False] / GB:.2f} GB vs {saved[True] / GB:.2f} GB saved by autograd in one forward "
+                         "(shared.memory.saved_activation_bytes)"})
+    return rows
 
 
 def training_samples_per_second(model_dir: Path, batch: dict, optimizer_names: tuple[str, ...]) -> dict[str, float]:
@@ -73,8 +154,13 @@ def data_epoch_seconds(config: TrainingConfig, cache: LogMelCache, collator_for)
     return first, time.perf_counter() - started
 
 
-def run_bench() -> list[dict]:
+def run_bench(full_size: bool = True) -> list[dict]:
     warnings.simplefilter("ignore")
+    rows = full_size_rows() if full_size else []
+    return rows + tiny_rows()
+
+
+def tiny_rows() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = make_tiny_siglip2(tmp / "tiny")
@@ -93,11 +179,11 @@ def run_bench() -> list[dict]:
         throughput = training_samples_per_second(model_dir, batch, ("adamw", "sam"))
         adamw, sam = throughput["adamw"], throughput["sam"]
     return [
-        {"name": "dementia: training throughput AdamW", "value": adamw, "unit": "samples/s",
+        {"name": "dementia tiny model: training throughput AdamW", "value": adamw, "unit": "samples/s",
          "note": f"tiny SigLIP2, batch {BATCH_SIZE}, multimodal concat, CPU fp32"},
-        {"name": "dementia: training throughput SAM", "value": sam, "unit": "samples/s",
+        {"name": "dementia tiny model: training throughput SAM", "value": sam, "unit": "samples/s",
          "note": "two forward/backward passes per step; median of interleaved steps"},
-        {"name": "dementia: SAM / AdamW throughput", "value": sam / adamw, "unit": "ratio",
+        {"name": "dementia tiny model: SAM / AdamW throughput", "value": sam / adamw, "unit": "ratio",
          "note": "expected about 0.5"},
         {"name": "dementia: data time epoch 1 (cold log-mel cache)", "value": cold, "unit": "s",
          "note": f"{len(datasets['train'])} train recordings after featurising all 96"},
@@ -109,4 +195,6 @@ def run_bench() -> list[dict]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run_bench(), indent=2))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny_only", action="store_true", help="skip the real-size rows (about 8 GB of RAM)")
+    print(json.dumps(run_bench(full_size=not parser.parse_args().tiny_only), indent=2))

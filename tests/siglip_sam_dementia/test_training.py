@@ -21,11 +21,25 @@ def run_trainer(corpus_dir, model_dir, output_dir, *args):
                          str(output_dir), *TINY_ARGS, *args])  # log-mel cache shared in <corpus>/.logmel_cache
 
 
+README = Path(__file__).resolve().parents[2] / "projects" / "siglip_sam_dementia" / "README.md"
+
+
+def readme_train_command() -> list[str]:
+    """The README's `python trainer.py ...` example, continuation lines joined, as an argv."""
+    text = README.read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.strip().startswith("python trainer.py --data_dir"))
+    return line.split("python trainer.py", 1)[1].split()
+
+
 @pytest.fixture(scope="module")
 def sam_run(corpus_dir, tiny_model_dir, tmp_path_factory):
+    """The README's example command on generated data, with the tiny model and a few epochs."""
     out = tmp_path_factory.mktemp("runs")
-    summary = run_trainer(corpus_dir, tiny_model_dir, out, "--parser", "all", "--optimizer_type", "sam",
-                          "--num_epochs", "5", "--seed", "0", "--val_fraction", "0.25", "--test_fraction", "0.25")
+    argv = readme_train_command()
+    assert argv[argv.index("--optimizer_type") + 1] == "sam" and argv[argv.index("--parser") + 1] == "all"
+    summary = trainer.main([*argv, "--data_dir", str(corpus_dir), "--model_name", str(tiny_model_dir), "--output_dir",
+                            str(out), *TINY_ARGS, "--num_epochs", "5", "--seed", "0", "--val_fraction", "0.25",
+                            "--test_fraction", "0.25"])
     return Path(summary["run_dir"]), summary
 
 
