@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = {**cfg.to_dict(), "resolved": {"learning_rate": lr, "weight_decay": weight_decay,
                                             "amp": amp.describe(), "world_size": ctx.world_size,
                                             "frozen_unreachable": unreachable}}
-    resume = load_resume(args.resume, config, may_change=RESUME_MAY_CHANGE,
-                                                  may_increase=RESUME_MAY_INCREASE) if args.resume else None
+    resume = None if args.resume is None else \
+        load_resume(args.resume, config, may_change=RESUME_MAY_CHANGE, may_increase=RESUME_MAY_INCREASE)
     chosen = choose_run_dir(resume=resume, output_dir=args.output_dir, root=cfg.output.output_dir,
                             name=cfg.output.experiment_name) if ctx.is_main else None
     run_dir = Path(broadcast_from_main(str(chosen) if chosen is not None else None))
