@@ -209,7 +209,9 @@ def run_gpu_check(cases: list[GpuCheckCase], device: torch.device | str, out_dir
     for case in cases:
         echo(f"gpu-check: {case.tool} / {case.name}")
         rows += run_case(case, device, precisions, deadline)
-        if case.extra is not None:
+        if case.extra is not None and time.monotonic() > deadline:
+            extra[f"{case.tool} / {case.name}"] = {"error": "not run: the time budget was spent"}
+        elif case.extra is not None:
             try:
                 extra[f"{case.tool} / {case.name}"] = case.extra(device)
             except Exception as error:  # noqa: BLE001

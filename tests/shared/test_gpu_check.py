@@ -87,3 +87,12 @@ def test_cli_smoke_mode_and_unavailable_tools(monkeypatch, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["smoke"] is True
     refused = CliRunner().invoke(cli.app, ["gpu-check", "--device", "cpu", "--size", "full"])
     assert refused.exit_code == 2 and "smoke mode" in refused.output
+
+
+def test_configurations_past_the_time_budget_are_reported_not_run(tmp_path):
+    summary = run_gpu_check([tiny_vit_case()], "cpu", tmp_path, time_budget_s=0.0, smoke=True,
+                            sam_batches={}, echo=lambda s: None)
+    assert len(summary["rows"]) == 2 * 3 * 2
+    assert all(row["error"] == "not run: the time budget was spent" and row["losses"] is None
+               for row in summary["rows"])
+    assert summary["extra"] == {"shared / tiny ViT-like": {"error": "not run: the time budget was spent"}}
