@@ -32,7 +32,11 @@ from projects.siglip_sam_dementia.audio_features import LogMelCache, LogMelParam
 from projects.siglip_sam_dementia.config import TrainingConfig
 from projects.siglip_sam_dementia.data_processor import DementiaCollator, build_datasets
 from projects.siglip_sam_dementia.full_size import BASE_NAFLEX_VOCAB, random_backbone, synthetic_batch
-from projects.siglip_sam_dementia.model import DementiaClassifier, enable_gradient_checkpointing
+from projects.siglip_sam_dementia.model import (
+    DementiaClassifier,
+    disable_gradient_checkpointing,
+    enable_gradient_checkpointing,
+)
 from projects.siglip_sam_dementia.synthetic import make_synthetic_corpus
 from projects.siglip_sam_dementia.tiny_model import make_tiny_siglip2
 from shared.memory import MemoryMonitor, cpu_threads, saved_activation_bytes
@@ -48,47 +52,44 @@ FULL_THREADS = 2
 GB = 1024.0**3
 
 
-def full_size_step(model: DementiaClassifier, batch: dict, optimizer_name: str, monitor: MemoryMonitor) -> dict:
-    """Seconds and peak RSS above the resident size before it, of the second of two steps."""
-    optimizer = build_optimizer(optimizer_name, model, lr=1e-5, weight_decay=0.01)
-    stepper = OptimizationStep(model, optimizer)
-
-    def loss_fn(b: dict) -> torch.Tensor:
-        return F.cross_entropy(model(**b["inputs"]), b["labels"])
-
-    stepper.step(loss_fn, [batch])  # warm-up: allocates the optimizer state
+def timed_step(stepper: OptimizationStep, loss_fn, batch: dict, monitor: MemoryMonitor) -> dict:
+    """Seconds of one step and its peak RSS above the resident size before it."""
     gc.collect()
     resident = monitor.current()["rss_mb"]
     monitor.reset_peak()
     started = time.perf_counter()
     stepper.step(loss_fn, [batch])
-    seconds = time.perf_counter() - started
-    peak_above = monitor.peak()["peak_rss_mb"] - resident
-    del stepper, optimizer
-    model.zero_grad(set_to_none=True)
-    gc.collect()
-    return {"seconds": seconds, "peak_above_mb": peak_above}
+    return {"seconds": time.perf_counter() - started, "peak_above_mb": monitor.peak()["peak_rss_mb"] - resident}
 
 
 def full_size_rows() -> list[dict]:
-    """AdamW and SAM steps of the real architecture without, then with, gradient checkpointing (one
-    model: checkpointing is switched on between the two halves with the function the trainer uses)."""
+    """Per optimizer: a warm-up step (allocates its state), a step without and a step with gradient
+    checkpointing of both towers, switched on one model by the functions the trainer uses."""
     with cpu_threads(FULL_THREADS):
         backbone = random_backbone("full")
         model = DementiaClassifier("google/siglip2-base-patch16-naflex (random)", backbone=backbone).train()
         parameters = sum(p.numel() for p in model.parameters())
         batch = synthetic_batch(FULL_BATCH, BASE_NAFLEX_VOCAB)
         monitor = MemoryMonitor("cpu")
-        measured: dict[tuple[str, bool], dict] = {}
-        saved: dict[bool, int] = {}
+
+        def loss_fn(b: dict) -> torch.Tensor:
+            return F.cross_entropy(model(**b["inputs"]), b["labels"])
+
+        saved = {}
         for checkpointing in (False, True):
-            if checkpointing:
-                enable_gradient_checkpointing(backbone)
-            saved[checkpointing], loss = saved_activation_bytes(
-                lambda: F.cross_entropy(model(**batch["inputs"]), batch["labels"]))
+            (enable_gradient_checkpointing if checkpointing else disable_gradient_checkpointing)(backbone)
+            saved[checkpointing], loss = saved_activation_bytes(lambda: loss_fn(batch))
             del loss
-            for name in ("adamw", "sam"):
-                measured[(name, checkpointing)] = full_size_step(model, batch, name, monitor)
+        measured: dict[tuple[str, bool], dict] = {}
+        for name in ("adamw", "sam"):
+            stepper = OptimizationStep(model, build_optimizer(name, model, lr=1e-5, weight_decay=0.01))
+            disable_gradient_checkpointing(backbone)
+            stepper.step(loss_fn, [batch])  # warm-up
+            measured[(name, False)] = timed_step(stepper, loss_fn, batch, monitor)
+            enable_gradient_checkpointing(backbone)
+            measured[(name, True)] = timed_step(stepper, loss_fn, batch, monitor)
+            del stepper
+            model.zero_grad(set_to_none=True)
     what = (f"siglip2-base-patch16-naflex architecture, random weights ({parameters / 1e6:.0f} M parameters), "
             f"multimodal concat, batch {FULL_BATCH} recordings x (one 10 s window = 256 patches + 64 tokens), "
             f"CPU fp32, {FULL_THREADS} threads, one step after a warm-up step")

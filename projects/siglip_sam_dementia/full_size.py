@@ -52,9 +52,9 @@ def random_backbone(size: str = "full", seed: int = 0) -> Siglip2Model:
         hf_logging.set_verbosity(verbosity)
 
 
-def random_classifier(size: str = "full", gradient_checkpointing: bool = False,
-                      modality: str = "multimodal") -> DementiaClassifier:
-    return DementiaClassifier(f"random siglip2 ({size})", modality=modality,
+def random_classifier(size: str = "full", gradient_checkpointing: bool = False, modality: str = "multimodal",
+                      dropout: float = 0.1) -> DementiaClassifier:
+    return DementiaClassifier(f"random siglip2 ({size})", modality=modality, dropout=dropout,
                               gradient_checkpointing=gradient_checkpointing, backbone=random_backbone(size))
 
 

@@ -19,7 +19,19 @@ def enable_gradient_checkpointing(backbone: PreTrainedModel) -> None:
     """transformers' own activation checkpointing of every encoder layer of both towers (the
     non-deprecated name of `gradient_checkpointing_enable`); non-reentrant, so gradients reach the
     weights even when a tower's inputs need none, and both SAM passes recompute correctly."""
-    backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def disable_gradient_checkpointing(backbone: PreTrainedModel) -> None:
+    """Undo `enable_gradient_checkpointing` (the bench switches it on and off on one model)."""
+    if hasattr(backbone, "activation_checkpointing_disable"):
+        backbone.activation_checkpointing_disable()
+    else:
+        backbone.gradient_checkpointing_disable()
 
 
 class DementiaClassifier(nn.Module):
