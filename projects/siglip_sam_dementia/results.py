@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
+
+from shared.cli_errors import run_reporting_errors
 
 # config.json keys that are not part of the experiment: seeds are what we average over; the rest say
 # where files went, how the run was logged or which machine ran it.
@@ -188,15 +191,17 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("run_dirs", nargs="+", help="run folders, or folders containing them")
     parser.add_argument("--output", default=None, help="also write the markdown to this file")
     args = parser.parse_args(argv)
-    try:
-        markdown = results_markdown(args.run_dirs)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+    markdown = results_markdown(args.run_dirs)
     if args.output:
         Path(args.output).write_text(markdown)
     print(markdown)
     return markdown
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Missing or broken run folders: `error: <file>: <problem>`, exit code 2."""
+    return run_reporting_errors(lambda: main(argv), (FileNotFoundError, ValueError))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -1,8 +1,7 @@
 """results.py averages only seed replicates: every other setting in config.json makes its own row."""
 
 import json
-
-import pytest
+import re
 
 from projects.siglip_sam_dementia import results
 from projects.siglip_sam_dementia.config import TrainingConfig
@@ -97,15 +96,15 @@ def test_cross_lingual_pairs_sam_with_the_adamw_that_matches_all_but_the_optimiz
         "sam_rho=0.05 | 0.720 | 0.700 | +0.020 |"]
 
 
-def test_run_without_config_or_with_broken_json_stops_with_one_line(tmp_path):
+def test_run_without_config_or_with_broken_json_stops_with_one_line(tmp_path, capsys):
     write_run(tmp_path, "ok", "adamw", 0.6)
     (tmp_path / "ok" / "config.json").unlink()
-    with pytest.raises(SystemExit, match=r"^error: .*ok/config.json: missing, so seeds cannot be told apart"):
-        results.main([str(tmp_path)])
+    assert results.cli([str(tmp_path)]) == 2
+    assert re.match(r"^error: .*ok/config.json: missing, so seeds cannot be told apart", capsys.readouterr().err)
     (tmp_path / "ok" / "config.json").write_text("{not json")
-    with pytest.raises(SystemExit, match=r"^error: .*ok/config.json: not valid JSON") as error:
-        results.main([str(tmp_path)])
-    assert "\n" not in str(error.value)
+    assert results.cli([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert re.match(r"^error: .*ok/config.json: not valid JSON", err) and err.count("\n") == 1
 
 
 def test_one_data_folder_written_two_ways_is_one_setting(tmp_path, monkeypatch):

@@ -220,7 +220,7 @@ def test_results_tables(cross_lingual_runs, sam_run, tmp_path):
     sam_auc, adamw_auc = runs["sam"]["test_auc"], runs["adamw"]["test_auc"]
     assert cross_row == (f"| Greek | English+Spanish | cross_entropy | multimodal | {sam_auc:.3f} | {adamw_auc:.3f} | "
                          f"{sam_auc - adamw_auc:+.3f} |")
-    with pytest.raises(SystemExit, match="no training_summary"):
+    with pytest.raises(FileNotFoundError, match="no training_summary"):
         results.main([str(tmp_path)])
 
 
