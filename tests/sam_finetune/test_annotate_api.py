@@ -311,7 +311,7 @@ def test_bad_inputs_are_one_line_errors(dataset, checkpoint, tmp_path, capsys):
         (["--images", str(tmp_path / "missing"), "--checkpoint", str(checkpoint), "--annotations", ann,
           "--model_type", "tiny"], "images folder not found"),
         (["--images", str(dataset / "train"), "--checkpoint", str(checkpoint), "--annotations", ann],
-         "give --model_type"),
+         "the model type must be given"),
         (["--images", str(dataset / "train"), "--checkpoint", str(tmp_path / "none.pth"), "--annotations", ann,
           "--model_type", "tiny"], "checkpoint file not found"),
         (["--images", str(dataset / "train"), "--checkpoint", str(checkpoint), "--annotations",

@@ -12,9 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pycocotools.coco import COCO
 
+from projects.sam_finetune.annotator.model import load_annotation_model
 from projects.sam_finetune.annotator.server import create_app
 from projects.sam_finetune.synthetic import make_coco_dataset
 from projects.sam_finetune.train import cli as train_cli
+from shared.checkpoint import CheckpointError
 from tests.sam_finetune.annotate_support import (
     IMAGE_SIZE,
     decode_runs,
@@ -87,3 +89,7 @@ def test_annotate_train_and_annotate_again(annotated, strategy, tmp_path):
         shown.append(masks)
         session.embeddings.close()
     np.testing.assert_array_equal(shown[0], shown[1])
+    if strategy != "full":  # strategy weights go only with an adapter export, never with a training checkpoint
+        with pytest.raises(CheckpointError, match="merged|holds its adapter"):
+            load_annotation_model(run_dir / ("best_model_sam.pth" if strategy == "lora" else "best_model.pth"),
+                                  "tiny", strategy_weights=run_dir / f"best_model_{strategy}.pth")

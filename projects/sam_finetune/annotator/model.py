@@ -8,7 +8,6 @@ four outputs come from one call: output 0 is what `SamPredictor.predict(..., mul
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -20,10 +19,15 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from projects.sam_finetune.config import config_from_dict
 from projects.sam_finetune.modeling.loading import load_sam
 from projects.sam_finetune.modeling.strategies import load_finetuned
-from projects.sam_finetune.preprocess import PREPROCESSING_FILE, Preprocessing, preprocess_image, read_image
+from projects.sam_finetune.preprocess import (
+    PREPROCESSING_FILE,
+    Preprocessing,
+    map_intensity,
+    preprocess_image,
+    read_image,
+)
 from shared.checkpoint import CheckpointError, load_checkpoint
 
 MAX_POINTS = 64  # prompts per mask; more is not a click-by-click annotation
@@ -86,8 +90,6 @@ class AnnotationModel:
 
     def display_image(self, path: Path) -> np.ndarray:
         """HxWx3 uint8: the picture the model sees, before resizing (what the page shows)."""
-        from projects.sam_finetune.preprocess import map_intensity
-
         return map_intensity(read_image(path), self.preprocessing.intensity)
 
     @torch.inference_mode()
@@ -135,62 +137,56 @@ def file_digest(*paths: Path | None, extra: str = "") -> str:
     return digest.hexdigest()[:20]
 
 
-def _stored_config(checkpoint: Path) -> dict[str, Any] | None:
-    payload = load_checkpoint(checkpoint)
-    if not isinstance(payload, dict):
-        return None
-    return payload.get("config") or (payload.get("extra") or {}).get("config")
+def _adapter_weights(path: str | Path, model_type: str | None) -> dict[str, Any]:
+    payload = load_checkpoint(path)
+    if not isinstance(payload, dict) or "strategy" not in payload:
+        raise CheckpointError(f"{path}: not a best_model_adapter.pth")
+    if payload["strategy"] != "adapter":
+        raise CheckpointError(f"{path}: {payload['strategy']} weights are already merged into best_model_sam.pth; "
+                              "--strategy_weights is only for adapter runs")
+    if model_type is None or payload.get("model_type") not in (None, model_type):
+        raise CheckpointError(f"{path}: adapter weights for {payload.get('model_type')}, not {model_type}")
+    return payload
 
 
 def load_annotation_model(checkpoint: str | Path, model_type: str | None = None, normalization: str | None = None,
                           strategy_weights: str | Path | None = None, device: str = "cpu") -> AnnotationModel:
-    """Any checkpoint predict.py takes: a training payload (best_model.pth, latest_model.pth: adapters and
-    LoRA rebuilt from its config), or a bare Meta-format state dict (official vit_b/l/h, best_model_sam.pth)
-    with `model_type`, plus `strategy_weights` (best_model_adapter.pth) for an adapter export.
+    """Any checkpoint predict.py takes, through the tool's `load_sam`: a training payload (best_model.pth,
+    latest_model.pth: adapters and LoRA rebuilt from its config), or a bare Meta-format state dict (official
+    vit_b/l/h, best_model_sam.pth) with `model_type`; plus, for an adapter run's export, `strategy_weights`
+    (best_model_adapter.pth, put in by `load_finetuned`).
 
-    Preprocessing: a training payload's own config; for a bare state dict the preprocessing.json
-    beside it (written with every export), else `normalization` (default "sam") at the model's size.
+    Preprocessing: a training payload's own config; for a bare state dict the preprocessing.json beside it
+    (written with every export), else `normalization` (default "sam") at the model's size. A
+    `normalization` that contradicts the checkpoint's own is refused.
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise CheckpointError(f"{checkpoint}: checkpoint file not found")
-    stored = _stored_config(checkpoint)
-    beside = checkpoint.parent / PREPROCESSING_FILE
-    if stored is not None:
-        if strategy_weights is not None:
-            raise CheckpointError(f"{checkpoint}: a training checkpoint already holds its adapter/LoRA weights; "
-                                  "--strategy_weights is only for a best_model_sam.pth export")
-        loaded = load_sam(checkpoint)
-        sam, model_type, strategy = loaded.sam, loaded.model_type, loaded.strategy
-        preprocessing = Preprocessing.from_config(config_from_dict(copy.deepcopy(stored)))
-        if normalization is not None and normalization != preprocessing.normalization:
-            raise CheckpointError(f"{checkpoint}: trained with normalization {preprocessing.normalization!r}; "
-                                  f"--normalization {normalization} would not match it")
+    if strategy_weights is None:
+        loaded = load_sam(checkpoint, model_type, None, normalization or "sam")
+        sam, preprocessing, model_type, strategy = loaded.sam, loaded.preprocessing, loaded.model_type, loaded.strategy
+        told_by = loaded.preprocessing_from
     else:
-        if model_type is None:
-            raise CheckpointError(f"{checkpoint}: a bare SAM state dict; give --model_type")
-        payload = None
-        if strategy_weights is not None:
-            payload = load_checkpoint(strategy_weights)
-            if not isinstance(payload, dict) or "strategy" not in payload:
-                raise CheckpointError(f"{strategy_weights}: not a best_model_adapter.pth / best_model_lora.pth")
-            if payload.get("model_type") not in (None, model_type):
-                raise CheckpointError(f"{strategy_weights}: weights for {payload['model_type']}, not {model_type}")
-        if beside.is_file():
-            preprocessing = Preprocessing.load(beside)
-            if normalization is not None and normalization != preprocessing.normalization:
-                raise CheckpointError(f"{beside}: says normalization {preprocessing.normalization!r}; "
-                                      f"--normalization {normalization} would not match it")
-        else:
-            preprocessing = None
+        stored = load_checkpoint(checkpoint)
+        if isinstance(stored, dict) and ("config" in stored or "config" in (stored.get("extra") or {})):
+            raise CheckpointError(f"{checkpoint}: a training checkpoint holds its adapter weights already; "
+                                  "--strategy_weights goes with a best_model_sam.pth export")
+        payload = _adapter_weights(strategy_weights, model_type)
+        beside = checkpoint.parent / PREPROCESSING_FILE
+        preprocessing = Preprocessing.load(beside) if beside.is_file() else None
+        told_by = str(beside) if preprocessing else None
         try:
             sam = load_finetuned(model_type, str(checkpoint),
                                  preprocessing.image_size if preprocessing and model_type == "tiny" else None, payload)
         except ValueError as error:
-            raise CheckpointError(f"{strategy_weights or checkpoint}: {error}") from None
-        if preprocessing is None:
-            preprocessing = Preprocessing(image_size=sam.image_encoder.img_size, normalization=normalization or "sam")
-        strategy = payload["strategy"] if payload else "stock"
+            raise CheckpointError(f"{strategy_weights}: {error}") from None
+        preprocessing = preprocessing or Preprocessing(image_size=sam.image_encoder.img_size,
+                                                       normalization=normalization or "sam")
+        strategy = "adapter"
+    if told_by and normalization is not None and normalization != preprocessing.normalization:
+        raise CheckpointError(f"{told_by}: says normalization {preprocessing.normalization!r}; "
+                              f"--normalization {normalization} would not match it")
     if preprocessing.image_size != sam.image_encoder.img_size:
         raise CheckpointError(f"{checkpoint}: model input size {sam.image_encoder.img_size}, but the preprocessing "
                               f"says {preprocessing.image_size}")
