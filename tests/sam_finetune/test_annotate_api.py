@@ -348,3 +348,31 @@ def test_bench_rows_measure_click_and_embedding():
     assert set(rows) == {f"annotate_tiny_{k}" for k in ("embedding_seconds", "click_to_mask_ms",
                                                         "click_over_http_ms", "embedding_from_disk_ms")}
     assert all(row["value"] > 0 and ("costs" in row["note"] or "baseline" in row["note"]) for row in rows.values())
+
+
+def test_normalization_flag_sets_the_input_scaling_of_a_bare_checkpoint(dataset, checkpoint):
+    prompt = {"name": "img_0000.png", "box": [8, 6, 40, 30]}
+    logits = {}
+    for normalization in ("sam", "zero_one"):
+        session, client = client_for(dataset, checkpoint, "--normalization", normalization)
+        assert session.model.preprocessing.normalization == normalization
+        candidates = client.post("/api/predict", json=prompt).json()["candidates"]
+        expected, _, low_res = reference_predictor(session, dataset / "train" / "img_0000.png").predict(
+            box=np.asarray(prompt["box"], np.float32), multimask_output=False)
+        np.testing.assert_array_equal(decode_runs(candidates[0]["runs"], (48, 64)), expected[0])
+        logits[normalization] = low_res
+    assert np.abs(logits["sam"] - logits["zero_one"]).max() > 1e-3
+
+
+def test_host_and_port_reach_the_server_and_the_address_is_printed(dataset, checkpoint, monkeypatch, capsys):
+    import uvicorn
+
+    from projects.sam_finetune.annotate import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(kwargs))
+    main(["--images", str(dataset / "train"), "--checkpoint", str(checkpoint), "--model_type", "tiny",
+          "--annotations", str(dataset / "a.json"), "--cache_dir", str(dataset / "cache"),
+          "--host", "0.0.0.0", "--port", "7999"])
+    assert served["host"] == "0.0.0.0" and served["port"] == 7999
+    assert "http://0.0.0.0:7999/" in capsys.readouterr().out

@@ -89,6 +89,8 @@ def test_annotate_train_and_annotate_again(annotated, strategy, tmp_path):
         shown.append(masks)
         session.embeddings.close()
     np.testing.assert_array_equal(shown[0], shown[1])
+    with pytest.raises(CheckpointError, match="would not match"):  # the run's own normalisation wins, loudly
+        load_annotation_model(run_dir / "best_model.pth", normalization="zero_one")
     if strategy != "full":  # strategy weights go only with an adapter export, never with a training checkpoint
         with pytest.raises(CheckpointError, match="merged|holds its adapter"):
             load_annotation_model(run_dir / ("best_model_sam.pth" if strategy == "lora" else "best_model.pth"),
