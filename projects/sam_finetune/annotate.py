@@ -63,6 +63,8 @@ def build_session(args: argparse.Namespace) -> Session:
 
     images = ImageFolder(args.images)
     store = CocoStore(args.annotations, images, args.categories, png_dir=args.png_dir)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device here (use --device cpu or auto)")
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
         ("cpu" if args.device == "auto" else args.device)
     model = load_annotation_model(args.checkpoint, args.model_type, args.normalization,

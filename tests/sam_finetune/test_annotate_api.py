@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from pycocotools.coco import COCO
 
@@ -324,6 +325,9 @@ def test_bad_inputs_are_one_line_errors(dataset, checkpoint, tmp_path, capsys):
                       '"annotations": [], "categories": []}')
     cases.append((["--images", str(dataset / "train"), "--checkpoint", str(checkpoint), "--model_type", "tiny",
                    "--annotations", str(broken)], "is not in the images folder"))
+    if not torch.cuda.is_available():
+        cases.append((["--images", str(dataset / "train"), "--checkpoint", str(checkpoint), "--model_type", "tiny",
+                       "--annotations", ann, "--device", "cuda"], "no CUDA device"))
     for argv, message in cases:
         assert cli(argv) == 2
         err = capsys.readouterr().err.strip()
