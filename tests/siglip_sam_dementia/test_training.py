@@ -1,6 +1,7 @@
 """End to end through trainer.main: learn, evaluate, resume, predict, tabulate."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,18 @@ def test_run_folder_has_every_documented_output(sam_run):
     assert {"train_loss", "val_auc", "val_loss", "val_macro_f1", "data_time_s"} <= set(epochs[0])
     steps = [row for row in rows if "lr" in row]
     assert [row["step"] for row in steps] == list(range(1, len(steps) + 1)) and epochs[-1]["step"] == len(steps)
+    # the logged lr is the one each step used: the schedule's value before its step_iteration
+    from shared.optim import build_scheduler
+
+    schedule = build_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2e-3), "cosine",
+                               total_steps=len(steps), warmup_steps=int(0.1 * len(steps)))
+    used = []
+    with warnings.catch_warnings():  # no optimizer step here: torch's order warning does not apply
+        warnings.simplefilter("ignore")
+        for _ in steps:
+            used.append(schedule.get_last_lr()[0])
+            schedule.step_iteration()
+    assert [row["lr"] for row in steps] == pytest.approx(used, rel=1e-12) and used[0] != used[1]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["optimizer_type"] == "sam" and config["learning_rate"] == 2e-3
     assert run_dir.name.startswith("siglip-sam_all_") and "_cross_entropy_sam_bs8_lr0.002_" in run_dir.name
