@@ -93,9 +93,11 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output_path: st
     nib.save(nib.Nifti1Image(mask, affine), str(output_path))
     voxel_ml = float(np.prod(np.linalg.norm(affine[:3, :3], axis=0))) / 1000.0
     result = {"output": str(output_path), "voxels": int(mask.sum()), "volume_ml": float(mask.sum()) * voxel_ml,
-              "ich_probability": prediction.ich_probability if settings["ich_head_trained"] else math.nan,
+              # the classifier sees every window only without clicks (with clicks only clicked windows are encoded)
+              "ich_probability": prediction.ich_probability if settings["ich_head_trained"] and not clicks else math.nan,
               "clicks": len(clicks)}
-    ich = f"{result['ich_probability']:.3f}" if settings["ich_head_trained"] else "n/a (published model)"
+    ich = (f"{result['ich_probability']:.3f}" if math.isfinite(result["ich_probability"])
+           else "n/a (published model)" if not settings["ich_head_trained"] else "n/a with clicks (run without --click)")
     print(f"{input_path} -> {output_path}: {result['voxels']} voxels ({result['volume_ml']:.2f} mL), "
           f"ICH probability {ich}")
     return result
