@@ -11,8 +11,9 @@ is measured for a clone-per-step SAM in the style of the reference (new copies o
 step) over the same base optimizer, so that row differs from ours only in SAM's own mechanics.
 Memory: bytes per parameter that SAM / ASAM keep over their base optimizer.
 
-`step_time_ratios` also runs on a CUDA device (timings between `torch.cuda.synchronize()`), which is
-how `make gpu-check` measures the same ratio on a GPU.
+On CPU the timings are this process's CPU time on one thread (a shared machine's other jobs do not
+count); `step_time_ratios` also runs on a CUDA device (wall time between `torch.cuda.synchronize()`
+calls), which is how `make gpu-check` measures the same ratio on a GPU.
 """
 
 from __future__ import annotations
@@ -128,11 +129,14 @@ CPU_BATCHES = {"mlp": (64, 512), "vit": (4, 32)}
 
 
 def interleaved_times(fns: dict[str, Callable[[], None]], rounds: int = 7, repeats: int = 8,
-                      sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+                      sync: Callable[[], None] = lambda: None,
+                      clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call of each function in each round. Every round times every function once, the
     order rotating from round to round (no variant always runs right after the same other one), so
     a load change on a shared machine hits the variants of a round alike. `sync` waits for queued
-    device work (torch.cuda.synchronize on a GPU) before each clock reading."""
+    device work (torch.cuda.synchronize on a GPU) before each clock reading. `clock`: wall time by
+    default; `time.process_time` counts only this process's CPU time, which on a shared CPU leaves
+    out the time slices other jobs take (one thread: CPU time is then the time of the work)."""
     for fn in fns.values():  # warm-up
         fn()
         fn()
@@ -142,11 +146,11 @@ def interleaved_times(fns: dict[str, Callable[[], None]], rounds: int = 7, repea
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             sync()
-            start = time.perf_counter()
+            start = clock()
             for _ in range(repeats):
                 fns[name]()
             sync()
-            times[name].append((time.perf_counter() - start) / repeats)
+            times[name].append((clock() - start) / repeats)
     return times
 
 
@@ -205,14 +209,15 @@ def step_times(model_name: str, batch_size: int, device: torch.device | str = "c
 
     reference_model = fresh_model()
     reference = CloneEachStepSAM(reference_model, build_optimizer("adamw", reference_model, 1e-3, 0.01))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    on_gpu = device.type == "cuda"
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     return interleaved_times({
         "forward_backward": forward_backward,
         "adamw": stepper("adamw"),
         "sam": stepper("sam"),
         "asam": stepper("sam", adaptive=True),
         "reference": lambda: reference.step(lambda: F.cross_entropy(reference_model(x), y)),
-    }, rounds=rounds, repeats=repeats, sync=sync)
+    }, rounds=rounds, repeats=repeats, sync=sync, clock=time.perf_counter if on_gpu else time.process_time)
 
 
 def step_time_ratios(model_name: str, batch_size: int, device: torch.device | str = "cpu", rounds: int = 7,
@@ -231,7 +236,7 @@ def step_time_rows(model_name: str, batch_size: int, rounds: int = 12, repeats: 
     that noise would swamp the few per cent being measured."""
     with cpu_threads(1):
         ratios = step_time_ratios(model_name, batch_size, "cpu", rounds, repeats)
-    note = (f"{MODELS[model_name].description}, batch {batch_size}, CPU (1 thread); "
+    note = (f"{MODELS[model_name].description}, batch {batch_size}, CPU (1 thread, process CPU time); "
             f"floor = AdamW step + one forward-backward = {ratios['floor_ms']:.2f} ms; median of {rounds} "
             "interleaved rounds' ratios, measured")
     labels = (("sam", "SAM"), ("asam", "ASAM"), ("reference", "clone-per-step SAM (reference style)"))
@@ -268,11 +273,12 @@ def adamw_kernel_rows() -> list[dict]:
                   for kind, kwargs in (("fused", {"fused": True}), ("foreach", {"foreach": True}),
                                        ("per-tensor", {"foreach": False}))}
     with cpu_threads(1):
-        times = interleaved_times({kind: opt.step for kind, opt in optimizers.items()}, rounds=12, repeats=5)
+        times = interleaved_times({kind: opt.step for kind, opt in optimizers.items()}, rounds=12, repeats=5,
+                                  clock=time.process_time)
     fused = statistics.median(times["fused"])
     return [{"name": f"shared.optim: fused AdamW step / {kind} AdamW step", "unit": "ratio",
              "value": statistics.median(f / t for f, t in zip(times["fused"], times[kind])),
-             "note": f"MLP 4x512 (1.06M params), CPU (1 thread); fused step {1000 * fused:.2f} ms; measured"}
+             "note": f"MLP 4x512 (1.06M params), CPU (1 thread, process CPU time); fused step {1000 * fused:.2f} ms; measured"}
             for kind in ("foreach", "per-tensor")]
 
 
