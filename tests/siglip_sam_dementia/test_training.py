@@ -280,3 +280,22 @@ def test_bad_dataset_checkpoint_or_model_stops_with_one_line_and_no_run_folder(c
     assert message.startswith("error: google/no-such-siglip2: not a local folder") and "--model_name DIR" in message
     assert not out.exists()  # every input is checked before the run folder is made
 
+
+
+def test_prediction_follows_the_runs_mixed_precision_setting(sam_run, corpus_dir, tmp_path, monkeypatch):
+    run_dir, _ = sam_run
+    payload = load_checkpoint(run_dir / "best_model.pth")
+    assert payload["config"]["mixed_precision"] is False  # the tests' runs are fp32
+    fp32 = predict.DementiaPredictor(run_dir / "best_model.pth", device="cpu")
+    payload["config"]["mixed_precision"] = True
+    torch.save(payload, tmp_path / "amp_model.pth")
+    amp = predict.DementiaPredictor(tmp_path / "amp_model.pth", device="cpu")
+    assert not fp32.amp.enabled and amp.amp.enabled
+    meta = pd.read_csv(corpus_dir / "English" / "metadata.csv", dtype=str).iloc[0]
+    item = amp.item(corpus_dir / "English" / meta["audio_path"], meta["transcript"])
+    full = fp32.probabilities([item])[0]
+    entered = []
+    real_autocast = type(amp.amp).autocast
+    monkeypatch.setattr(type(amp.amp), "autocast", lambda policy: entered.append(policy.enabled) or real_autocast(policy))
+    low = amp.probabilities([item])[0]
+    assert entered == [True] and low == pytest.approx(full, abs=0.05)
