@@ -215,9 +215,11 @@ def gpu_check(out: Path = typer.Option(GPU_CHECK_ROOT, help="folder for summary.
     if device != "cpu" and not torch.cuda.is_available():
         typer.echo("gpu-check: no CUDA GPU on this machine (torch.cuda.is_available() is False); nothing was measured")
         raise typer.Exit(0)
+    smoke = size == "tiny" or device == "cpu"
+    if smoke and out == GPU_CHECK_ROOT:
+        out = GPU_CHECK_ROOT / "smoke"  # a smoke run never replaces a GPU run's summary
     cases, not_available = collect_gpu_check_cases(size)
-    run_gpu_check(cases, device, out, not_available=not_available, smoke=size == "tiny" or device == "cpu",
-                  echo=typer.echo)
+    run_gpu_check(cases, device, out, not_available=not_available, smoke=smoke, echo=typer.echo)
 
 if __name__ == "__main__":
     app()

@@ -14,7 +14,8 @@ and the `shared.sam` step/floor ratios of `shared/bench.py` on the same device. 
 tool's case) is recorded with its error and the run goes on.
 
 On a CPU (`samkit gpu-check --device cpu --size tiny`) the same loop runs as a smoke test of the
-runner and the tools' cases: tiny models, no CUDA memory figures, and the summary says `smoke`.
+runner and the tools' cases: tiny models, no CUDA memory figures; the summary says `smoke` and goes to
+`runs/gpu-check/smoke/` unless `--out` is given.
 """
 
 from __future__ import annotations

@@ -85,6 +85,10 @@ def test_cli_smoke_mode_and_unavailable_tools(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     assert "SMOKE" in result.output and "sam_finetune" in result.output
     assert json.loads((tmp_path / "summary.json").read_text())["smoke"] is True
+    monkeypatch.chdir(tmp_path)  # the default folder: a smoke run keeps out of a GPU run's summary
+    assert CliRunner().invoke(cli.app, ["gpu-check", "--device", "cpu", "--size", "tiny"]).exit_code == 0
+    assert (tmp_path / "runs/gpu-check/smoke/summary.json").is_file()
+    assert not (tmp_path / "runs/gpu-check/summary.json").exists()
     refused = CliRunner().invoke(cli.app, ["gpu-check", "--device", "cpu", "--size", "full"])
     assert refused.exit_code == 2 and "smoke mode" in refused.output
 
