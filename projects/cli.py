@@ -221,5 +221,6 @@ def gpu_check(out: Path = typer.Option(GPU_CHECK_ROOT, help="folder for summary.
     cases, not_available = collect_gpu_check_cases(size)
     run_gpu_check(cases, device, out, not_available=not_available, smoke=smoke, echo=typer.echo)
 
+
 if __name__ == "__main__":
     app()
