@@ -88,3 +88,16 @@ def test_text_only_run_reads_no_audio_and_weights_classes_from_the_training_spli
     train = pd.read_csv(run_dir / "predictions_train.csv")
     torch.testing.assert_close(torch.tensor(summary["class_weights"]), auto_class_weights(train["label"].tolist()))
     assert summary["test_auc"] > 0.5
+
+
+def test_validation_scores_per_language_mean_auc_skips_one_class_languages():
+    from projects.siglip_sam_dementia.selection import validation_scores
+
+    val = pd.DataFrame({"language": ["English"] * 4 + ["Greek"] * 4 + ["Basque"] * 2,
+                        "label": [0, 0, 1, 1, 0, 1, 0, 1, 1, 1],
+                        "probability": [0.1, 0.2, 0.8, 0.9, 0.6, 0.4, 0.3, 0.7, 0.5, 0.6]})
+    scores = validation_scores(val, threshold=0.5, val_loss=0.3)
+    assert scores["per_language_mean_auc"] == pytest.approx((1.0 + 0.75) / 2)  # Basque has one class: no AUC
+    assert scores["val_loss"] == 0.3 and 0 <= scores["val_macro_f1"] <= 1
+    selection = ModelSelection("per_language_mean_auc")
+    assert selection.score_of(scores) == pytest.approx(0.875)
