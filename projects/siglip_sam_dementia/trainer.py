@@ -78,10 +78,11 @@ from shared.seeding import seed_everything
 
 DEFAULT_OUTPUT_ROOT = "./outputs"
 # Config keys a --resume may change (shared.run.load_resume): where the same data, cache and runs
-# live on this machine, workers, logging, the device. Everything else is the experiment; the epoch
+# live on this machine, workers, logging, the device, and gradient checkpointing (the same gradients,
+# less memory: a resume on a smaller GPU may need it). Everything else is the experiment; the epoch
 # count too, since the cosine schedule is laid out over all epochs (hence may_increase=()).
 RESUME_MAY_CHANGE = ("data_dir", "cache_dir", "output_dir", "resume", "num_workers", "use_wandb", "wandb_project",
-                     "device")
+                     "device", "gradient_checkpointing")
 # The user's errors: one line `error: ...`, exit code 2 (shared.cli_errors).
 EXPECTED_ERRORS = (DataError, CheckpointError, RunError, ModelNotFoundError)
 
