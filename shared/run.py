@@ -35,7 +35,7 @@ from shared.tracking import RunTracker, to_jsonable, unique_run_dir
 
 # Keys that a longer run may increase on resume (the schedule is rebuilt for the new length by
 # the tool, or the tool lists them in `may_change` only when its schedule does not depend on them).
-MAY_INCREASE_DEFAULT = ("epochs", "num_epochs")
+MAY_INCREASE_DEFAULT = ("epochs", "num_epochs", "*.epochs", "*.num_epochs")
 WANDB_ID_FILE = "wandb_run_id"
 _ABSENT = object()
 
