@@ -100,3 +100,16 @@ def test_configurations_past_the_time_budget_are_reported_not_run(tmp_path):
     assert all(row["error"] == "not run: the time budget was spent" and row["losses"] is None
                for row in summary["rows"])
     assert summary["extra"] == {"shared / tiny ViT-like": {"error": "not run: the time budget was spent"}}
+
+
+def test_amp_curve_is_compared_after_the_same_number_of_updates():
+    from shared.gpu_check import amp_difference
+
+    fp32 = {"losses": [1.4079, 1.0476, 1.0140, 1.0031], "updates_before": [0, 1, 2, 3]}
+    # fp16 whose GradScaler skipped the first step (scale search): one update behind, same curve
+    fp16 = {"losses": [1.4080, 1.4080, 1.0474, 1.0139], "updates_before": [0, 0, 1, 2]}
+    largest, within = amp_difference(fp16, fp32)
+    assert within and largest == pytest.approx(2e-4, abs=1e-6)
+    diverged = {"losses": [1.4080, 1.2, 1.1, 1.1], "updates_before": [0, 1, 2, 3]}
+    largest, within = amp_difference(diverged, fp32)
+    assert not within and largest == pytest.approx(1.2 - 1.0476)
