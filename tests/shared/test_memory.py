@@ -1,3 +1,5 @@
+import mmap
+
 import torch
 
 from shared.memory import MemoryMonitor, format_system_report, system_report
@@ -16,9 +18,11 @@ def test_cpu_monitor_sees_a_peak_and_resets():
     monitor = MemoryMonitor("cpu")
     monitor.reset_peak()
     baseline = monitor.peak()["peak_rss_mb"]
-    block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MB, touched
+    # fresh anonymous pages, touched: an allocator could hand back memory that is already resident
+    block = mmap.mmap(-1, 64 * 1024 * 1024)
+    block.write(b"\x01" * len(block))
     assert monitor.peak()["peak_rss_mb"] - baseline > 48
-    del block
+    block.close()
     monitor.reset_peak()
     assert monitor.peak()["peak_rss_mb"] < baseline + 32
 
