@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from projects.dformer_sam_attention.utils import train as train_cli
 from projects.dformer_sam_attention.utils.synthetic_scenes import make_dataset
 from projects.dformer_sam_attention.utils.tiny_text_encoder import make_tiny_clip
+from tests import lifecycle_common as common
 
 TOOL = "dformer_sam_attention"
 CONFIG = "local_configs.NYUDepthv2.DFormerv2_Tiny"
@@ -40,13 +39,7 @@ def run(argv: list[str]) -> int:
 
 
 def run_folder(run_root: Path) -> Path:
-    (folder,) = [p for p in Path(run_root).iterdir() if p.is_dir() and p.name != TEXT_CACHE]
-    return folder
+    return common.run_folder(run_root, ignore=(TEXT_CACHE,))
 
 
-def latest_checkpoint(run_folder: Path) -> Path:
-    return Path(run_folder) / "latest_model.pth"
-
-
-def weights(run_folder: Path) -> dict[str, torch.Tensor]:
-    return torch.load(latest_checkpoint(run_folder), map_location="cpu", weights_only=True)["model_state_dict"]
+latest_checkpoint, weights = common.latest_checkpoint, common.weights

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from projects.sam_finetune.synthetic import make_directory_dataset
 from projects.sam_finetune.train import cli
-from shared.checkpoint import load_checkpoint
+from tests import lifecycle_common as common
 from tests.sam_finetune.helpers import tiny_config, write_config
 
 TOOL = "sam_finetune"
@@ -43,14 +41,4 @@ def run(argv: list[str]) -> int:
     return cli(argv)
 
 
-def run_folder(run_root: Path) -> Path:
-    (folder,) = [path for path in run_root.iterdir() if path.is_dir()]
-    return folder
-
-
-def latest_checkpoint(run_folder: Path) -> Path:
-    return run_folder / "latest_model.pth"
-
-
-def weights(run_folder: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(latest_checkpoint(run_folder))["model_state_dict"]
+run_folder, latest_checkpoint, weights = common.run_folder, common.latest_checkpoint, common.weights

@@ -6,11 +6,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import torch
-
 from projects.sam_med3d_ich.synthetic import write_dataset
 from projects.sam_med3d_ich.train import cli
-from shared.checkpoint import load_checkpoint
+from tests import lifecycle_common as common
 
 TOOL = "sam_med3d_ich"
 TINY = ["--model_type", "tiny", "--visual_tokens", "8", "--visual_token_dim", "32", "--num_workers", "0",
@@ -46,16 +44,4 @@ def run(argv: list[str]) -> int:
     return cli(argv)
 
 
-def run_folder(run_root: Path) -> Path:
-    folders = [p for p in Path(run_root).iterdir() if p.is_dir()]
-    if len(folders) != 1:
-        raise AssertionError(f"{run_root}: expected one run folder, found {sorted(p.name for p in folders)}")
-    return folders[0]
-
-
-def latest_checkpoint(run_folder: Path) -> Path:
-    return Path(run_folder) / "latest_model.pth"
-
-
-def weights(run_folder: Path) -> dict[str, torch.Tensor]:
-    return dict(load_checkpoint(latest_checkpoint(run_folder))["model_state_dict"])
+run_folder, latest_checkpoint, weights = common.run_folder, common.latest_checkpoint, common.weights

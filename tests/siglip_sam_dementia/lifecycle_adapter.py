@@ -6,12 +6,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import torch
-
 from projects.siglip_sam_dementia.synthetic import make_synthetic_corpus
 from projects.siglip_sam_dementia.tiny_model import make_tiny_siglip2
 from projects.siglip_sam_dementia.trainer import cli
-from shared.checkpoint import load_checkpoint
+from tests import lifecycle_common as common
 
 TOOL = "siglip_sam_dementia"
 MODEL_FOLDER = "tiny_siglip2"
@@ -53,16 +51,4 @@ def run(argv: list[str]) -> int:
             return int(exit_.code or 0)
 
 
-def run_folder(run_root: Path) -> Path:
-    folders = [p for p in Path(run_root).iterdir() if p.is_dir()]
-    if len(folders) != 1:
-        raise AssertionError(f"{run_root}: expected one run folder, found {sorted(p.name for p in folders)}")
-    return folders[0]
-
-
-def latest_checkpoint(run_folder: Path) -> Path:
-    return Path(run_folder) / "latest_model.pth"
-
-
-def weights(run_folder: Path) -> dict[str, torch.Tensor]:
-    return dict(load_checkpoint(latest_checkpoint(run_folder))["model_state_dict"])
+run_folder, latest_checkpoint, weights = common.run_folder, common.latest_checkpoint, common.weights
