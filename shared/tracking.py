@@ -30,13 +30,6 @@ def unique_run_dir(root: str | os.PathLike, name: str, overwrite: bool = False) 
     return candidate
 
 
-def create_run_dir(root: str | os.PathLike, name: str, overwrite: bool = False) -> Path:
-    """`unique_run_dir`, created."""
-    candidate = unique_run_dir(root, name, overwrite)
-    candidate.mkdir(parents=True, exist_ok=True)
-    return candidate
-
-
 def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 

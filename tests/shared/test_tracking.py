@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from shared.tracking import RunTracker, create_run_dir
+from shared.tracking import RunTracker, unique_run_dir
 
 
 def test_jsonl_config_summary_and_plots(tmp_path):
@@ -27,10 +27,12 @@ def test_disabled_tracker_writes_nothing(tmp_path):
 
 
 def test_run_dir_never_overwrites(tmp_path):
-    first = create_run_dir(tmp_path, "exp")
+    first = unique_run_dir(tmp_path, "exp")
+    assert not first.exists()  # chosen, not created: shared.run.open_run creates it after validation
+    first.mkdir()
     (first / "metrics.jsonl").write_text("{}\n")
-    assert create_run_dir(tmp_path, "exp").name == "exp_1"
-    assert create_run_dir(tmp_path, "exp", overwrite=True) == first
+    assert unique_run_dir(tmp_path, "exp").name == "exp_1"
+    assert unique_run_dir(tmp_path, "exp", overwrite=True) == first
 
 
 def test_tensorboard_scalars_and_images(tmp_path):
